@@ -6,4 +6,6 @@
 //!
 //! It does not know about VMs, transports or the CLI's output formats.
 
+pub mod digest;
 pub mod image;
+pub mod layer;
