@@ -9,3 +9,4 @@
 pub mod digest;
 pub mod image;
 pub mod layer;
+pub mod store;
