@@ -10,3 +10,11 @@ pub mod digest;
 pub mod image;
 pub mod layer;
 pub mod store;
+pub mod userns;
+pub mod registry;
+pub mod engine;
+
+pub use engine::{Engine, EngineError, EngineOptions};
+
+/// The version of the engine interface that `capsa version` reports.
+pub const API_VERSION: &str = "0.1.0";

@@ -213,7 +213,7 @@ struct StoreMeta {
     driver: Driver,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
     runroot: PathBuf,

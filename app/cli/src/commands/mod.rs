@@ -1,0 +1,90 @@
+//! One module per command noun; each turns parsed arguments into engine calls and
+//! prints the result.
+
+mod image;
+mod login;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use capsa_engine::store::{Driver, StoreOptions};
+use capsa_engine::{Engine, EngineOptions, userns};
+
+use crate::cli::{Cli, Command, Global, ImageCommand};
+
+/// An error with a specific exit code (Podman's: 1 for "no such image" in rmi, …).
+#[derive(Debug)]
+pub struct CodedError {
+    pub code: i32,
+    pub message: String,
+}
+
+impl std::fmt::Display for CodedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+impl std::error::Error for CodedError {}
+
+pub async fn run(cli: Cli) -> Result<()> {
+    let g = cli.global;
+    match cli.command {
+        Command::Version => {
+            println!("Version:      {}", env!("CARGO_PKG_VERSION"));
+            println!("API Version:  {}", capsa_engine::API_VERSION);
+            println!("OS/Arch:      {}/{}", std::env::consts::OS, std::env::consts::ARCH);
+            Ok(())
+        }
+        Command::Login(a) => login::login(&g, a).await,
+        Command::Logout(a) => login::logout(a),
+        Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => image::pull(&open(&g)?, a).await,
+        Command::Push(a) | Command::Image(ImageCommand::Push(a)) => image::push(&open(&g)?, a).await,
+        Command::Images(a) | Command::Image(ImageCommand::Ls(a)) => image::list(&open(&g)?, a),
+        Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => image::remove(&open(&g)?, a),
+        Command::Tag(a) | Command::Image(ImageCommand::Tag(a)) => image::tag(&open(&g)?, a),
+        Command::Untag(a) | Command::Image(ImageCommand::Untag(a)) => image::untag(&open(&g)?, a),
+        Command::Save(a) | Command::Image(ImageCommand::Save(a)) => image::save(&open(&g)?, a).await,
+        Command::Load(a) | Command::Image(ImageCommand::Load(a)) => image::load(&open(&g)?, a).await,
+        Command::Import(a) | Command::Image(ImageCommand::Import(a)) => image::import(&open(&g)?, a).await,
+        Command::History(a) | Command::Image(ImageCommand::History(a)) => image::history(&open(&g)?, a),
+        Command::Inspect(a) | Command::Image(ImageCommand::Inspect(a)) => image::inspect(&open(&g)?, a),
+        Command::Image(ImageCommand::Prune(a)) => image::prune(&open(&g)?, a),
+        Command::Image(ImageCommand::Exists(a)) => image::exists(&open(&g)?, a),
+    }
+}
+
+/// Default store locations, like Podman's but under `capsa/`.
+pub fn store_options(g: &Global) -> Result<StoreOptions> {
+    let rootless = userns::is_rootless();
+    let (root, runroot) = if rootless {
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        let data = std::env::var_os("XDG_DATA_HOME")
+            .map(PathBuf::from)
+            .or_else(|| home.as_ref().map(|h| h.join(".local/share")))
+            .ok_or_else(|| anyhow::anyhow!("neither XDG_DATA_HOME nor HOME is set: pass --root"))?;
+        let run = std::env::var_os("XDG_RUNTIME_DIR")
+            .map(|d| PathBuf::from(d).join("capsa"))
+            .unwrap_or_else(|| std::env::temp_dir().join(format!("capsa-run-{}", userns::real_uid())));
+        (data.join("capsa/storage"), run)
+    } else {
+        (PathBuf::from("/var/lib/capsa/storage"), PathBuf::from("/run/capsa"))
+    };
+    let driver = g
+        .storage_driver
+        .as_deref()
+        .map(str::parse::<Driver>)
+        .transpose()?;
+    Ok(StoreOptions {
+        root: g.root.clone().unwrap_or(root),
+        runroot: g.runroot.clone().unwrap_or(runroot),
+        driver,
+        rootless,
+    })
+}
+
+fn open(g: &Global) -> Result<Engine> {
+    Ok(Engine::open(EngineOptions {
+        store: store_options(g)?,
+        auth_file: None,
+    })?)
+}
