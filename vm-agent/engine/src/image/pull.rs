@@ -10,7 +10,7 @@ use super::manifest::{Descriptor, ImageConfig, Index, Manifest};
 use super::platform::Platform;
 use super::progress::Progress;
 use super::reference::{self, Reference};
-use crate::digest::{self, DigestError, HashingReader, Hasher};
+use crate::digest::{self, DigestError, Hasher, HashingReader};
 use crate::engine::{Engine, EngineError, LayerError};
 use crate::layer::compression::Compression;
 use crate::layer::unpack::{self, UnpackOptions};
@@ -31,7 +31,12 @@ pub struct PullOptions {
 
 impl Engine {
     /// Pulls `name` and returns the stored image (all tags' images with `all_tags`).
-    pub async fn pull(&self, name: &str, opts: &PullOptions, progress: &dyn Progress) -> Result<Vec<ImageRecord>, EngineError> {
+    pub async fn pull(
+        &self,
+        name: &str,
+        opts: &PullOptions,
+        progress: &dyn Progress,
+    ) -> Result<Vec<ImageRecord>, EngineError> {
         let parsed = reference::parse_name(name)?;
         let tty = std::io::IsTerminal::is_terminal(&std::io::stdin());
         let candidates = self.registries.resolve(&parsed, tty)?;
@@ -40,7 +45,9 @@ impl Engine {
             let refs = if opts.all_tags {
                 let repo = self.repo_for(&cand.reference, opts, false)?;
                 let tags = self.client.list_tags(&repo).await?;
-                tags.into_iter().map(|t| cand.reference.with_tag(&t)).collect()
+                tags.into_iter()
+                    .map(|t| cand.reference.with_tag(&t))
+                    .collect()
             } else {
                 vec![cand.reference.clone()]
             };
@@ -56,7 +63,11 @@ impl Engine {
                 }
             }
             match failed {
-                None => return Ok(pulled),
+                None => {
+                    // Collect what killed or failed commands left behind.
+                    self.store.gc()?;
+                    return Ok(pulled);
+                }
                 Some(e) => errors.push((cand.reference.to_string(), e)),
             }
         }
@@ -67,10 +78,18 @@ impl Engine {
             .iter()
             .map(|(r, e)| format!("\n  * {r}: {}", crate::registry::client::error_chain(e)))
             .collect();
-        Err(EngineError::Multiple(format!("pulling {name} failed on every registry tried:{}", joined.concat())))
+        Err(EngineError::Multiple(format!(
+            "pulling {name} failed on every registry tried:{}",
+            joined.concat()
+        )))
     }
 
-    pub(crate) fn repo_for(&self, r: &Reference, opts: &PullOptions, mirror_insecure: bool) -> Result<Repo, EngineError> {
+    pub(crate) fn repo_for(
+        &self,
+        r: &Reference,
+        opts: &PullOptions,
+        mirror_insecure: bool,
+    ) -> Result<Repo, EngineError> {
         let insecure = match opts.tls_verify {
             Some(v) => !v,
             None => mirror_insecure || self.registries.is_insecure(&r.registry),
@@ -83,13 +102,21 @@ impl Engine {
     }
 
     /// Pulls one fully qualified reference, trying its mirrors first.
-    async fn pull_reference(&self, name: &Reference, opts: &PullOptions, progress: &dyn Progress) -> Result<ImageRecord, EngineError> {
+    async fn pull_reference(
+        &self,
+        name: &Reference,
+        opts: &PullOptions,
+        progress: &dyn Progress,
+    ) -> Result<ImageRecord, EngineError> {
         let sources = self.registries.pull_sources(name)?;
         let mut last = None;
         for src in &sources {
             progress.message(&format!("Trying to pull {name}..."));
             let repo = self.repo_for(&src.reference, opts, src.insecure)?;
-            match self.pull_from(&repo, &src.reference, name, opts, progress).await {
+            match self
+                .pull_from(&repo, &src.reference, name, opts, progress)
+                .await
+            {
                 Ok(img) => return Ok(img),
                 Err(e) if src.is_mirror => {
                     tracing::info!("mirror {} failed: {e}", src.reference);
@@ -98,10 +125,18 @@ impl Engine {
                 Err(e) => return Err(e),
             }
         }
-        Err(last.unwrap_or_else(|| EngineError::invalid(name.to_string(), "no source to pull from")))
+        Err(last
+            .unwrap_or_else(|| EngineError::invalid(name.to_string(), "no source to pull from")))
     }
 
-    async fn pull_from(&self, repo: &Repo, source: &Reference, name: &Reference, opts: &PullOptions, progress: &dyn Progress) -> Result<ImageRecord, EngineError> {
+    async fn pull_from(
+        &self,
+        repo: &Repo,
+        source: &Reference,
+        name: &Reference,
+        opts: &PullOptions,
+        progress: &dyn Progress,
+    ) -> Result<ImageRecord, EngineError> {
         let wanted = source
             .digest
             .clone()
@@ -111,8 +146,9 @@ impl Engine {
         let mut digests = vec![first_digest.clone()];
         let mut index_bytes = None;
         if media::is_index(&mt) {
-            let index: Index = serde_json::from_slice(&bytes)
-                .map_err(|e| EngineError::invalid(format!("manifest list {wanted} of {name}"), e.to_string()))?;
+            let index: Index = serde_json::from_slice(&bytes).map_err(|e| {
+                EngineError::invalid(format!("manifest list {wanted} of {name}"), e.to_string())
+            })?;
             let platform = opts.platform.clone().unwrap_or_else(Platform::host);
             let chosen = choose(&index, &platform).ok_or_else(|| {
                 EngineError::invalid(
@@ -137,7 +173,10 @@ impl Engine {
             ));
         }
         if !media::is_manifest(&mt) {
-            return Err(EngineError::invalid(format!("manifest of {name}"), format!("unknown media type {mt:?}")));
+            return Err(EngineError::invalid(
+                format!("manifest of {name}"),
+                format!("unknown media type {mt:?}"),
+            ));
         }
         let manifest: Manifest = serde_json::from_slice(&bytes)
             .map_err(|e| EngineError::invalid(format!("manifest of {name}"), e.to_string()))?;
@@ -186,7 +225,8 @@ impl Engine {
         self.fetch_layers(repo, &jobs, progress).await?;
 
         progress.blob_start(&manifest.config.digest, Some(config_bytes.len() as u64));
-        self.store.put_blob(&config_bytes, Some(&manifest.config.digest))?;
+        self.store
+            .put_blob(&config_bytes, Some(&manifest.config.digest))?;
         progress.blob_done(&manifest.config.digest, false);
         progress.message("Writing manifest to image destination");
         let manifest_digest = self.store.put_blob(&bytes, None)?;
@@ -223,7 +263,12 @@ impl Engine {
     /// Fetches and unpacks what the store lacks. Overlay layers are independent, so they
     /// stream straight into place in parallel; vfs layers build on their parent, so their
     /// blobs download in parallel and are applied in order afterwards.
-    async fn fetch_layers(&self, repo: &Repo, jobs: &[LayerJob], progress: &dyn Progress) -> Result<(), EngineError> {
+    async fn fetch_layers(
+        &self,
+        repo: &Repo,
+        jobs: &[LayerJob],
+        progress: &dyn Progress,
+    ) -> Result<(), EngineError> {
         let store = &self.store;
         let stream_unpack = store.whiteout_mode() != unpack::WhiteoutMode::Apply;
         futures_util::stream::iter(jobs.iter().map(Ok::<_, EngineError>))
@@ -262,14 +307,25 @@ impl Engine {
         Ok(())
     }
 
-    async fn download_layer(&self, repo: &Repo, job: &LayerJob, keep_blob: bool, unpack_now: bool, progress: &dyn Progress) -> Result<(), LayerError> {
+    async fn download_layer(
+        &self,
+        repo: &Repo,
+        job: &LayerJob,
+        keep_blob: bool,
+        unpack_now: bool,
+        progress: &dyn Progress,
+    ) -> Result<(), LayerError> {
         let resp = self.client.get_blob(repo, &job.desc.digest).await?;
         progress.blob_start(&job.desc.digest, Some(job.desc.size));
         let (tx, rx) = mpsc::channel::<io::Result<bytes_chunk::Chunk>>(32);
         let store = self.store.clone();
         let job2 = job.clone();
         let worker = tokio::task::spawn_blocking(move || {
-            let blob = if keep_blob { Some(store.blob_writer()?) } else { None };
+            let blob = if keep_blob {
+                Some(store.blob_writer()?)
+            } else {
+                None
+            };
             let mut src = ChannelSource {
                 rx,
                 cur: Default::default(),
@@ -281,7 +337,8 @@ impl Engine {
                 let c = Compression::from_media_type(&job2.desc.media_type)?;
                 unpack_into_store(&store, &job2, c, &mut src)?;
             }
-            io::copy(&mut src, &mut io::sink()).map_err(|e| LayerError::Other(format!("reading: {e}")))?;
+            io::copy(&mut src, &mut io::sink())
+                .map_err(|e| LayerError::Other(format!("reading: {e}")))?;
             src.finish(&job2.desc)
         });
         let mut stream = resp.bytes_stream();
@@ -356,7 +413,12 @@ fn choose<'a>(index: &'a Index, p: &Platform) -> Option<&'a Descriptor> {
 
 /// Unpacks a (compressed) layer stream into a fresh layer directory, checks its diff ID
 /// and commits it.
-pub(crate) fn unpack_into_store(store: &Store, job: &LayerJob, c: Compression, src: &mut dyn Read) -> Result<(), LayerError> {
+pub(crate) fn unpack_into_store(
+    store: &Store,
+    job: &LayerJob,
+    c: Compression,
+    src: &mut dyn Read,
+) -> Result<(), LayerError> {
     let tmp = store.new_layer_tmp()?;
     if let Some(parent) = &job.parent
         && store.whiteout_mode() == unpack::WhiteoutMode::Apply
@@ -400,7 +462,8 @@ pub(crate) fn unpack_into_store(store: &Store, job: &LayerJob, c: Compression, s
 /// Applies a stored blob as a layer (vfs, load, import).
 pub(crate) fn apply_from_blob(store: &Store, job: &LayerJob) -> Result<(), LayerError> {
     let path = store.blob_path(&job.desc.digest)?;
-    let f = std::fs::File::open(&path).map_err(|e| LayerError::Other(format!("opening {}: {e}", path.display())))?;
+    let f = std::fs::File::open(&path)
+        .map_err(|e| LayerError::Other(format!("opening {}: {e}", path.display())))?;
     let c = if job.desc.media_type.is_empty() {
         let mut head = [0u8; 4];
         let n = std::fs::File::open(&path)
@@ -410,7 +473,12 @@ pub(crate) fn apply_from_blob(store: &Store, job: &LayerJob) -> Result<(), Layer
     } else {
         Compression::from_media_type(&job.desc.media_type)?
     };
-    unpack_into_store(store, job, c, &mut io::BufReader::with_capacity(256 * 1024, f))
+    unpack_into_store(
+        store,
+        job,
+        c,
+        &mut io::BufReader::with_capacity(256 * 1024, f),
+    )
 }
 
 fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> Result<(), LayerError> {
