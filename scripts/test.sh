@@ -10,7 +10,7 @@ export PATH=$HOME/.cargo/bin:$PATH
 
 scripts/setup.sh --test
 work=${CAPSA_TEST_WORK:-$(mktemp -d /tmp/capsa-test.XXXXXX)}
-chmod 0755 "$work"
+mkdir -p "$work" && chmod 0755 "$work"
 cleanup() {
   for m in anon htpasswd token; do scripts/test-registry.sh stop "$work/reg-$m" >/dev/null 2>&1 || true; done
 }

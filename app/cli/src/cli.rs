@@ -5,7 +5,12 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "capsa", version, about = "Daemonless, rootless containers, and Linux machines to run them in", propagate_version = true)]
+#[command(
+    name = "capsa",
+    version,
+    about = "Daemonless, rootless containers, and Linux machines to run them in",
+    propagate_version = true
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -117,7 +122,10 @@ pub enum ImageCommand {
 impl Command {
     /// Commands that read or write the store run inside the rootless user namespace.
     pub fn needs_store(&self) -> bool {
-        !matches!(self, Command::Version | Command::Login(_) | Command::Logout(_))
+        !matches!(
+            self,
+            Command::Version | Command::Login(_) | Command::Logout(_)
+        )
     }
 }
 

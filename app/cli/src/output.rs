@@ -94,13 +94,16 @@ pub fn print(format: &Format, rows: &[Value], docs: &Value, noheading: bool) -> 
         }
         Format::Template { template, table } => {
             let src = normalize_escapes(template);
-            let t = Template::parse(&src).with_context(|| format!("parsing --format {template:?}"))?;
+            let t =
+                Template::parse(&src).with_context(|| format!("parsing --format {template:?}"))?;
             let mut tw = TabWriter::podman();
             if *table && !noheading {
                 tw.write_str(&format!("{}\n", headers_of(&src)));
             }
             for r in rows {
-                let mut line = t.execute(r).with_context(|| format!("executing --format {template:?}"))?;
+                let mut line = t
+                    .execute(r)
+                    .with_context(|| format!("executing --format {template:?}"))?;
                 if !line.ends_with('\n') {
                     line.push('\n');
                 }
@@ -162,7 +165,11 @@ fn go_g3(x: f64) -> String {
     if x == 0.0 {
         return "0".into();
     }
-    let digits_before = if x >= 1.0 { (x.log10().floor() as i32) + 1 } else { 0 };
+    let digits_before = if x >= 1.0 {
+        (x.log10().floor() as i32) + 1
+    } else {
+        0
+    };
     let decimals = (3 - digits_before).max(0) as usize;
     let s = format!("{x:.decimals$}");
     // A value that rounds up to 1000 keeps 3 significant digits as Go does ("1e+03").
@@ -249,7 +256,10 @@ mod tests {
 
     #[test]
     fn table_headers_from_templates() {
-        assert_eq!(headers_of("{{.ID}}\t{{.Repository}}"), "IMAGE ID\tREPOSITORY");
+        assert_eq!(
+            headers_of("{{.ID}}\t{{.Repository}}"),
+            "IMAGE ID\tREPOSITORY"
+        );
         assert_eq!(headers_of("{{.CreatedAt}} {{.Size}}"), "CREATED AT SIZE");
         assert_eq!(header_for("VirtualSize"), "VIRTUAL SIZE");
     }

@@ -18,7 +18,8 @@ impl StderrProgress {
     pub fn new(quiet: bool) -> Self {
         let tty = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
         Self {
-            bars: (tty && !quiet).then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
+            bars: (tty && !quiet)
+                .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
             active: Mutex::new(HashMap::new()),
             quiet,
         }
@@ -56,12 +57,17 @@ impl Progress for StderrProgress {
         };
         let bar = m.add(ProgressBar::new(size.unwrap_or(0)));
         bar.set_style(
-            ProgressStyle::with_template("Copying blob {msg} [{bar:30}] {bytes} / {total_bytes} | {binary_bytes_per_sec}")
-                .expect("static template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "Copying blob {msg} [{bar:30}] {bytes} / {total_bytes} | {binary_bytes_per_sec}",
+            )
+            .expect("static template")
+            .progress_chars("=> "),
         );
         bar.set_message(short(digest).to_string());
-        self.active.lock().expect("not poisoned").insert(digest.to_string(), bar);
+        self.active
+            .lock()
+            .expect("not poisoned")
+            .insert(digest.to_string(), bar);
     }
 
     fn blob_advance(&self, digest: &str, bytes: u64) {
@@ -77,7 +83,10 @@ impl Progress for StderrProgress {
                 b.finish_and_clear();
                 self.line(&format!("Copying blob {} done", short(digest)));
             }
-            None if skipped => self.line(&format!("Copying blob {} skipped: already exists", short(digest))),
+            None if skipped => self.line(&format!(
+                "Copying blob {} skipped: already exists",
+                short(digest)
+            )),
             None => self.line(&format!("Copying blob {} done", short(digest))),
         }
     }

@@ -75,7 +75,9 @@ pub async fn push(engine: &Engine, a: PushArgs) -> Result<()> {
         format: a.format.clone(),
     };
     let progress = StderrProgress::new(a.quiet);
-    let digest = engine.push(&a.image, a.destination.as_deref(), &opts, &progress).await?;
+    let digest = engine
+        .push(&a.image, a.destination.as_deref(), &opts, &progress)
+        .await?;
     if let Some(f) = a.digestfile {
         std::fs::write(&f, &digest).with_context(|| format!("writing {}", f.display()))?;
     }
@@ -83,7 +85,11 @@ pub async fn push(engine: &Engine, a: PushArgs) -> Result<()> {
 }
 
 fn short_id(id: &str, no_trunc: bool) -> String {
-    if no_trunc { format!("sha256:{id}") } else { id[..id.len().min(12)].to_string() }
+    if no_trunc {
+        format!("sha256:{id}")
+    } else {
+        id[..id.len().min(12)].to_string()
+    }
 }
 
 /// The rows `images` prints: one per repository:tag, or one `<none>` row.
@@ -165,7 +171,12 @@ fn image_summary(engine: &Engine, img: &ImageRecord) -> Value {
 
 /// Applies `--filter` (dangling, reference, label, before, since) and the repository
 /// argument.
-fn filter_images(engine: &Engine, images: Vec<ImageRecord>, filters: &[String], repository: Option<&str>) -> Result<Vec<ImageRecord>> {
+fn filter_images(
+    engine: &Engine,
+    images: Vec<ImageRecord>,
+    filters: &[String],
+    repository: Option<&str>,
+) -> Result<Vec<ImageRecord>> {
     let mut out = Vec::new();
     let all = images.clone();
     'img: for img in images {
@@ -189,20 +200,29 @@ fn filter_images(engine: &Engine, images: Vec<ImageRecord>, filters: &[String], 
                 }
                 "reference" => matches_reference(&img, value),
                 "label" => {
-                    let labels = engine.image_config(&img).map(|c| c.labels()).unwrap_or_default();
+                    let labels = engine
+                        .image_config(&img)
+                        .map(|c| c.labels())
+                        .unwrap_or_default();
                     match value.split_once('=') {
                         Some((k, v)) => labels.get(k).is_some_and(|x| x == v),
                         None => labels.contains_key(value),
                     }
                 }
                 "before" | "since" => {
-                    let other = capsa_engine::engine::find_image(&all, value)
-                        .ok_or_else(|| anyhow::anyhow!("invalid filter {f:?}: {value}: image not known"))?;
-                    let (a, b) = (img.created.clone().unwrap_or_default(), other.created.clone().unwrap_or_default());
+                    let other = capsa_engine::engine::find_image(&all, value).ok_or_else(|| {
+                        anyhow::anyhow!("invalid filter {f:?}: {value}: image not known")
+                    })?;
+                    let (a, b) = (
+                        img.created.clone().unwrap_or_default(),
+                        other.created.clone().unwrap_or_default(),
+                    );
                     if key == "before" { a < b } else { a > b }
                 }
                 "id" => img.id.starts_with(value),
-                _ => bail!("invalid filter {f:?}: supported filters are dangling, reference, label, before, since, id"),
+                _ => bail!(
+                    "invalid filter {f:?}: supported filters are dangling, reference, label, before, since, id"
+                ),
             };
             if !keep {
                 continue 'img;
@@ -270,19 +290,40 @@ pub fn list(engine: &Engine, a: ImagesArgs) -> Result<()> {
         return Ok(());
     }
     let mut cols = vec![
-        Column { header: "REPOSITORY", field: "Repository" },
-        Column { header: "TAG", field: "Tag" },
+        Column {
+            header: "REPOSITORY",
+            field: "Repository",
+        },
+        Column {
+            header: "TAG",
+            field: "Tag",
+        },
     ];
     if a.digests {
-        cols.push(Column { header: "DIGEST", field: "Digest" });
+        cols.push(Column {
+            header: "DIGEST",
+            field: "Digest",
+        });
     }
     cols.extend([
-        Column { header: "IMAGE ID", field: "ID" },
-        Column { header: "CREATED", field: "CreatedSince" },
-        Column { header: "SIZE", field: "Size" },
+        Column {
+            header: "IMAGE ID",
+            field: "ID",
+        },
+        Column {
+            header: "CREATED",
+            field: "CreatedSince",
+        },
+        Column {
+            header: "SIZE",
+            field: "Size",
+        },
     ]);
     let format = Format::parse(a.format.as_deref(), cols);
-    let rows: Vec<Value> = images.iter().flat_map(|i| image_rows(engine, i, a.no_trunc)).collect();
+    let rows: Vec<Value> = images
+        .iter()
+        .flat_map(|i| image_rows(engine, i, a.no_trunc))
+        .collect();
     let docs = Value::Array(images.iter().map(|i| image_summary(engine, i)).collect());
     output::print(&format, &rows, &docs, a.noheading)
 }
@@ -304,7 +345,10 @@ pub fn inspect(engine: &Engine, a: InspectArgs) -> Result<()> {
             writeln!(out)?;
         }
         Some(f) => output::print(
-            &Format::Template { template: f.to_string(), table: false },
+            &Format::Template {
+                template: f.to_string(),
+                table: false,
+            },
             &docs,
             &Value::Null,
             true,
@@ -334,7 +378,11 @@ pub fn remove(engine: &Engine, a: RmiArgs) -> Result<()> {
     for d in &report.deleted {
         println!("Deleted: {d}");
     }
-    let missing: Vec<&String> = if a.ignore { Vec::new() } else { report.not_found.iter().collect() };
+    let missing: Vec<&String> = if a.ignore {
+        Vec::new()
+    } else {
+        report.not_found.iter().collect()
+    };
     if let Some(m) = missing.first() {
         return Err(CodedError {
             code: 1,
@@ -381,10 +429,13 @@ pub async fn load(engine: &Engine, a: LoadArgs) -> Result<()> {
         Some(p) => engine.load(p, &progress).await?,
         None => {
             if std::io::stdin().is_terminal() {
-                bail!("cannot read from terminal, use command-line redirection or the --input flag");
+                bail!(
+                    "cannot read from terminal, use command-line redirection or the --input flag"
+                );
             }
             let mut tmp = tempfile::NamedTempFile::new_in(engine.store().root().join("tmp"))?;
-            std::io::copy(&mut std::io::stdin().lock(), &mut tmp).context("reading the archive from stdin")?;
+            std::io::copy(&mut std::io::stdin().lock(), &mut tmp)
+                .context("reading the archive from stdin")?;
             engine.load(tmp.path(), &progress).await?
         }
     };
@@ -411,7 +462,14 @@ pub fn history(engine: &Engine, a: HistoryArgs) -> Result<()> {
     let entries = engine.history(&img)?;
     if a.quiet {
         for e in &entries {
-            println!("{}", if a.no_trunc { e.id.clone() } else { e.id.chars().take(12).collect() });
+            println!(
+                "{}",
+                if a.no_trunc {
+                    e.id.clone()
+                } else {
+                    e.id.chars().take(12).collect()
+                }
+            );
         }
         return Ok(());
     }
@@ -447,20 +505,44 @@ pub fn history(engine: &Engine, a: HistoryArgs) -> Result<()> {
             .collect(),
     );
     let cols = vec![
-        Column { header: "ID", field: "ID" },
-        Column { header: "CREATED", field: "Created" },
-        Column { header: "CREATED BY", field: "CreatedBy" },
-        Column { header: "SIZE", field: "Size" },
-        Column { header: "COMMENT", field: "Comment" },
+        Column {
+            header: "ID",
+            field: "ID",
+        },
+        Column {
+            header: "CREATED",
+            field: "Created",
+        },
+        Column {
+            header: "CREATED BY",
+            field: "CreatedBy",
+        },
+        Column {
+            header: "SIZE",
+            field: "Size",
+        },
+        Column {
+            header: "COMMENT",
+            field: "Comment",
+        },
     ];
-    output::print(&Format::parse(a.format.as_deref(), cols), &rows, &docs, false)
+    output::print(
+        &Format::parse(a.format.as_deref(), cols),
+        &rows,
+        &docs,
+        false,
+    )
 }
 
 pub fn prune(engine: &Engine, a: PruneArgs) -> Result<()> {
     if !a.force && std::io::stdin().is_terminal() {
         eprint!(
             "WARNING! This command removes all {} images.\nAre you sure you want to continue? [y/N] ",
-            if a.all { "images without at least one container associated with them" } else { "dangling" }
+            if a.all {
+                "images without at least one container associated with them"
+            } else {
+                "dangling"
+            }
         );
         let mut line = String::new();
         std::io::stdin().read_line(&mut line)?;

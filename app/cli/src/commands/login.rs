@@ -13,7 +13,10 @@ fn registry_key(input: &str) -> String {
         .trim_start_matches("https://")
         .trim_start_matches("http://")
         .trim_end_matches('/');
-    let s = s.strip_suffix("/v1").or_else(|| s.strip_suffix("/v2")).unwrap_or(s);
+    let s = s
+        .strip_suffix("/v1")
+        .or_else(|| s.strip_suffix("/v2"))
+        .unwrap_or(s);
     match s {
         "index.docker.io" | "registry-1.docker.io" => "docker.io".into(),
         other => other.to_string(),
@@ -109,7 +112,8 @@ pub async fn login(_g: &Global, a: LoginArgs) -> Result<()> {
     }
     let creds = Credentials { username, password };
     capsa_engine::image::login::check_login(&registry, creds.clone(), a.tls.tls_verify).await?;
-    auth::store(&path, &registry, &creds).with_context(|| format!("saving credentials to {}", path.display()))?;
+    auth::store(&path, &registry, &creds)
+        .with_context(|| format!("saving credentials to {}", path.display()))?;
     println!("Login Succeeded!");
     Ok(())
 }

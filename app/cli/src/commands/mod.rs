@@ -32,22 +32,40 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Version => {
             println!("Version:      {}", env!("CARGO_PKG_VERSION"));
             println!("API Version:  {}", capsa_engine::API_VERSION);
-            println!("OS/Arch:      {}/{}", std::env::consts::OS, std::env::consts::ARCH);
+            println!(
+                "OS/Arch:      {}/{}",
+                std::env::consts::OS,
+                std::env::consts::ARCH
+            );
             Ok(())
         }
         Command::Login(a) => login::login(&g, a).await,
         Command::Logout(a) => login::logout(a),
-        Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => image::pull(&open(&g)?, a).await,
-        Command::Push(a) | Command::Image(ImageCommand::Push(a)) => image::push(&open(&g)?, a).await,
+        Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => {
+            image::pull(&open(&g)?, a).await
+        }
+        Command::Push(a) | Command::Image(ImageCommand::Push(a)) => {
+            image::push(&open(&g)?, a).await
+        }
         Command::Images(a) | Command::Image(ImageCommand::Ls(a)) => image::list(&open(&g)?, a),
         Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => image::remove(&open(&g)?, a),
         Command::Tag(a) | Command::Image(ImageCommand::Tag(a)) => image::tag(&open(&g)?, a),
         Command::Untag(a) | Command::Image(ImageCommand::Untag(a)) => image::untag(&open(&g)?, a),
-        Command::Save(a) | Command::Image(ImageCommand::Save(a)) => image::save(&open(&g)?, a).await,
-        Command::Load(a) | Command::Image(ImageCommand::Load(a)) => image::load(&open(&g)?, a).await,
-        Command::Import(a) | Command::Image(ImageCommand::Import(a)) => image::import(&open(&g)?, a).await,
-        Command::History(a) | Command::Image(ImageCommand::History(a)) => image::history(&open(&g)?, a),
-        Command::Inspect(a) | Command::Image(ImageCommand::Inspect(a)) => image::inspect(&open(&g)?, a),
+        Command::Save(a) | Command::Image(ImageCommand::Save(a)) => {
+            image::save(&open(&g)?, a).await
+        }
+        Command::Load(a) | Command::Image(ImageCommand::Load(a)) => {
+            image::load(&open(&g)?, a).await
+        }
+        Command::Import(a) | Command::Image(ImageCommand::Import(a)) => {
+            image::import(&open(&g)?, a).await
+        }
+        Command::History(a) | Command::Image(ImageCommand::History(a)) => {
+            image::history(&open(&g)?, a)
+        }
+        Command::Inspect(a) | Command::Image(ImageCommand::Inspect(a)) => {
+            image::inspect(&open(&g)?, a)
+        }
         Command::Image(ImageCommand::Prune(a)) => image::prune(&open(&g)?, a),
         Command::Image(ImageCommand::Exists(a)) => image::exists(&open(&g)?, a),
     }
@@ -64,10 +82,15 @@ pub fn store_options(g: &Global) -> Result<StoreOptions> {
             .ok_or_else(|| anyhow::anyhow!("neither XDG_DATA_HOME nor HOME is set: pass --root"))?;
         let run = std::env::var_os("XDG_RUNTIME_DIR")
             .map(|d| PathBuf::from(d).join("capsa"))
-            .unwrap_or_else(|| std::env::temp_dir().join(format!("capsa-run-{}", userns::real_uid())));
+            .unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("capsa-run-{}", userns::real_uid()))
+            });
         (data.join("capsa/storage"), run)
     } else {
-        (PathBuf::from("/var/lib/capsa/storage"), PathBuf::from("/run/capsa"))
+        (
+            PathBuf::from("/var/lib/capsa/storage"),
+            PathBuf::from("/run/capsa"),
+        )
     };
     let driver = g
         .storage_driver

@@ -310,7 +310,10 @@ impl Store {
     // ---- blobs ----
 
     pub fn blob_path(&self, digest: &str) -> Result<PathBuf, StoreError> {
-        Ok(self.root.join("blobs/sha256").join(digest::sha256_hex(digest)?))
+        Ok(self
+            .root
+            .join("blobs/sha256")
+            .join(digest::sha256_hex(digest)?))
     }
 
     pub fn has_blob(&self, digest: &str) -> bool {
@@ -391,7 +394,11 @@ impl Store {
 
     /// Moves an unpacked layer into place. Another process may have committed the same
     /// layer first; then ours is dropped and theirs kept.
-    pub fn commit_layer(&self, tmp: tempfile::TempDir, rec: &LayerRecord) -> Result<(), StoreError> {
+    pub fn commit_layer(
+        &self,
+        tmp: tempfile::TempDir,
+        rec: &LayerRecord,
+    ) -> Result<(), StoreError> {
         let meta = tmp.path().join("layer.json");
         fs::write(&meta, serde_json::to_vec_pretty(rec).expect("serialisable"))
             .map_err(io_at("writing", &meta))?;
@@ -421,7 +428,9 @@ impl Store {
     pub fn images(&self) -> Result<Vec<ImageRecord>, StoreError> {
         let p = self.images_path();
         match fs::read(&p) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|source| StoreError::Corrupt { path: p, source }),
+            Ok(b) => {
+                serde_json::from_slice(&b).map_err(|source| StoreError::Corrupt { path: p, source })
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(io_at("reading", &p)(e)),
         }
@@ -500,11 +509,17 @@ impl Store {
             }
         }
         let tmp = self.tmp_dir();
-        for e in fs::read_dir(&tmp).map_err(io_at("reading", &tmp))?.flatten() {
+        for e in fs::read_dir(&tmp)
+            .map_err(io_at("reading", &tmp))?
+            .flatten()
+        {
             remove_tree(&e.path());
         }
         let layers = self.layers_dir();
-        for e in fs::read_dir(&layers).map_err(io_at("reading", &layers))?.flatten() {
+        for e in fs::read_dir(&layers)
+            .map_err(io_at("reading", &layers))?
+            .flatten()
+        {
             if !live_layers.contains(&*e.file_name().to_string_lossy()) {
                 // Rename first so a half-deleted layer is never seen as present.
                 let doomed = tmp.join(format!("gc-{}", e.file_name().to_string_lossy()));
@@ -514,7 +529,10 @@ impl Store {
             }
         }
         let blobs = self.root.join("blobs/sha256");
-        for e in fs::read_dir(&blobs).map_err(io_at("reading", &blobs))?.flatten() {
+        for e in fs::read_dir(&blobs)
+            .map_err(io_at("reading", &blobs))?
+            .flatten()
+        {
             if !live_blobs.contains(&*e.file_name().to_string_lossy()) {
                 let _ = fs::remove_file(e.path());
             }
@@ -578,7 +596,15 @@ pub fn write_atomic(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> Result<(), Sto
 
 /// Best-effort removal, making read-only directories writable first.
 pub fn remove_tree(path: &Path) {
-    if fs::remove_dir_all(path).is_ok() || !path.exists() {
+    match fs::symlink_metadata(path) {
+        Err(_) => return,
+        Ok(m) if !m.is_dir() => {
+            let _ = fs::remove_file(path);
+            return;
+        }
+        Ok(_) => {}
+    }
+    if fs::remove_dir_all(path).is_ok() {
         return;
     }
     let _ = std::process::Command::new("chmod")
@@ -612,8 +638,14 @@ mod tests {
 
     #[test]
     fn split_names() {
-        assert_eq!(split_name("localhost:5000/a/b:v1"), ("localhost:5000/a/b", Some("v1"), None));
-        assert_eq!(split_name("localhost:5000/a/b"), ("localhost:5000/a/b", None, None));
+        assert_eq!(
+            split_name("localhost:5000/a/b:v1"),
+            ("localhost:5000/a/b", Some("v1"), None)
+        );
+        assert_eq!(
+            split_name("localhost:5000/a/b"),
+            ("localhost:5000/a/b", None, None)
+        );
         assert_eq!(
             split_name("docker.io/library/x@sha256:ab"),
             ("docker.io/library/x", None, Some("sha256:ab"))
