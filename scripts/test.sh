@@ -38,7 +38,7 @@ CAPSA_TEST_FIXTURES=$work/images
 CAPSA_TEST_ROOTLESS_USER=capsa-test
 
 msg "running tests"
-cargo test --workspace -- --test-threads=2
+cargo test --workspace --no-fail-fast -- --test-threads=2
 msg "cargo fmt --check and clippy"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
