@@ -41,4 +41,4 @@ msg "running tests"
 cargo test --workspace --no-fail-fast -- --test-threads=2
 msg "cargo fmt --check and clippy"
 cargo fmt --all -- --check || { msg "error: cargo fmt --check failed"; exit 1; }
-cargo clippy --workspace --all-targets --quiet || msg "warning: clippy reported problems (see above)"
+cargo clippy --workspace --all-targets --quiet -- -D warnings

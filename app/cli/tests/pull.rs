@@ -119,7 +119,8 @@ fn tag_untag_rmi_and_prune() {
     let out = c.ok(&["rmi", "mybox:v1"]);
     assert!(out.contains("Untagged: localhost/mybox:v1"), "{out}");
     assert_eq!(c.image_count(), 1);
-    c.ok(&["untag", &name]);
+    // untag IMAGE NAME removes that name; untag IMAGE alone removes every name.
+    c.ok(&["untag", &name, &name]);
     assert!(!c.ok(&["images"]).contains(&name));
 
     // Removing by ID an image with several names needs --force.

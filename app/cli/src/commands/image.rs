@@ -274,7 +274,7 @@ pub fn list(engine: &Engine, a: ImagesArgs) -> Result<()> {
     match a.sort.as_str() {
         "created" => images.sort_by(|x, y| y.created.cmp(&x.created)),
         "id" => images.sort_by(|x, y| x.id.cmp(&y.id)),
-        "size" => images.sort_by(|x, y| x.size.cmp(&y.size)),
+        "size" => images.sort_by_key(|x| x.size),
         "repository" | "tag" => images.sort_by(|x, y| x.names.first().cmp(&y.names.first())),
         other => bail!("invalid --sort {other:?}: use created, id, repository, size or tag"),
     }

@@ -26,7 +26,12 @@ pub struct ImportOptions {
 }
 
 impl Engine {
-    pub async fn import(&self, source: &str, opts: &ImportOptions, progress: &dyn Progress) -> Result<ImageRecord, EngineError> {
+    pub async fn import(
+        &self,
+        source: &str,
+        opts: &ImportOptions,
+        progress: &dyn Progress,
+    ) -> Result<ImageRecord, EngineError> {
         let mut config_obj = Map::new();
         for c in &opts.changes {
             apply_change(&mut config_obj, c)?;
@@ -37,22 +42,39 @@ impl Engine {
         };
         let _content = self.store.content_lock()?;
         let tmp_dir = self.store.root().join("tmp");
-        let mut tmp = tempfile::NamedTempFile::new_in(&tmp_dir).map_err(EngineError::io("creating a temporary file"))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(&tmp_dir)
+            .map_err(EngineError::io("creating a temporary file"))?;
         if source.starts_with("http://") || source.starts_with("https://") {
             progress.message(&format!("Downloading from {source}"));
-            let resp = reqwest::get(source).await.map_err(|e| EngineError::invalid(format!("downloading {source}"), crate::registry::client::error_chain(&e)))?;
+            let resp = reqwest::get(source).await.map_err(|e| {
+                EngineError::invalid(
+                    format!("downloading {source}"),
+                    crate::registry::client::error_chain(&e),
+                )
+            })?;
             if !resp.status().is_success() {
-                return Err(EngineError::invalid(format!("downloading {source}"), format!("server answered {}", resp.status())));
+                return Err(EngineError::invalid(
+                    format!("downloading {source}"),
+                    format!("server answered {}", resp.status()),
+                ));
             }
             let mut s = resp.bytes_stream();
             while let Some(chunk) = s.next().await {
-                let chunk = chunk.map_err(|e| EngineError::invalid(format!("downloading {source}"), crate::registry::client::error_chain(&e)))?;
-                io::Write::write_all(&mut tmp, &chunk).map_err(EngineError::io("writing the download"))?;
+                let chunk = chunk.map_err(|e| {
+                    EngineError::invalid(
+                        format!("downloading {source}"),
+                        crate::registry::client::error_chain(&e),
+                    )
+                })?;
+                io::Write::write_all(&mut tmp, &chunk)
+                    .map_err(EngineError::io("writing the download"))?;
             }
         } else if source == "-" {
-            io::copy(&mut io::stdin().lock(), &mut tmp).map_err(EngineError::io("reading stdin"))?;
+            io::copy(&mut io::stdin().lock(), &mut tmp)
+                .map_err(EngineError::io("reading stdin"))?;
         } else {
-            let mut f = std::fs::File::open(source).map_err(EngineError::io(format!("opening {source}")))?;
+            let mut f = std::fs::File::open(source)
+                .map_err(EngineError::io(format!("opening {source}")))?;
             io::copy(&mut f, &mut tmp).map_err(EngineError::io(format!("reading {source}")))?;
         }
         // The diff ID is the digest of the uncompressed tarball; check it is one.
@@ -71,10 +93,16 @@ impl Engine {
             os: opts.os.clone().unwrap_or(host.os),
             variant: None,
             config: Some(Value::Object(config_obj)),
-            rootfs: RootFs { kind: "layers".into(), diff_ids: vec![diff_id] },
+            rootfs: RootFs {
+                kind: "layers".into(),
+                diff_ids: vec![diff_id],
+            },
             history: vec![History {
                 created: Some(now),
-                created_by: Some(format!("/bin/sh -c #(nop) ADD file:{} in / ", source.rsplit('/').next().unwrap_or(source))),
+                created_by: Some(format!(
+                    "/bin/sh -c #(nop) ADD file:{} in / ",
+                    source.rsplit('/').next().unwrap_or(source)
+                )),
                 comment: opts.message.clone(),
                 ..Default::default()
             }],
@@ -90,8 +118,22 @@ impl Engine {
         let manifest = Manifest {
             schema_version: 2,
             media_type: Some(media::OCI_MANIFEST.into()),
-            config: Descriptor { media_type: media::OCI_CONFIG.into(), digest: cfg_digest, size: cfg_bytes.len() as u64, platform: None, annotations: None, urls: None },
-            layers: vec![Descriptor { media_type: layer_mt.into(), digest: layer_digest, size: layer_size, platform: None, annotations: None, urls: None }],
+            config: Descriptor {
+                media_type: media::OCI_CONFIG.into(),
+                digest: cfg_digest,
+                size: cfg_bytes.len() as u64,
+                platform: None,
+                annotations: None,
+                urls: None,
+            },
+            layers: vec![Descriptor {
+                media_type: layer_mt.into(),
+                digest: layer_digest,
+                size: layer_size,
+                platform: None,
+                annotations: None,
+                urls: None,
+            }],
             annotations: None,
         };
         progress.message("Writing manifest to image destination");
@@ -102,7 +144,9 @@ impl Engine {
 fn diff_id_of(path: &Path) -> Result<(String, Compression), EngineError> {
     let mut f = std::fs::File::open(path).map_err(EngineError::io("reading the tarball"))?;
     let mut head = [0u8; 4];
-    let n = f.read(&mut head).map_err(EngineError::io("reading the tarball"))?;
+    let n = f
+        .read(&mut head)
+        .map_err(EngineError::io("reading the tarball"))?;
     let compression = Compression::sniff(&head[..n]);
     let f = std::fs::File::open(path).map_err(EngineError::io("reading the tarball"))?;
     let dec = sniffing_decoder(f).map_err(EngineError::io("reading the tarball"))?;
@@ -110,25 +154,37 @@ fn diff_id_of(path: &Path) -> Result<(String, Compression), EngineError> {
     // Walk the entries so a file that is not a tarball is refused here.
     {
         let mut ar = tar::Archive::new(&mut hr);
-        let entries = ar.entries().map_err(|e| EngineError::invalid("import", format!("not a tar archive: {e}")))?;
+        let entries = ar
+            .entries()
+            .map_err(|e| EngineError::invalid("import", format!("not a tar archive: {e}")))?;
         let mut count = 0;
         for e in entries {
             e.map_err(|e| EngineError::invalid("import", format!("not a valid tar archive: {e}")))?;
             count += 1;
         }
         if count == 0 {
-            return Err(EngineError::invalid("import", "the tarball is empty or not a tar archive"));
+            return Err(EngineError::invalid(
+                "import",
+                "the tarball is empty or not a tar archive",
+            ));
         }
     }
-    let (d, _, _) = hr.finish().map_err(EngineError::io("reading the tarball"))?;
+    let (d, _, _) = hr
+        .finish()
+        .map_err(EngineError::io("reading the tarball"))?;
     Ok((d, compression))
 }
 
 /// Applies one `--change` instruction (`CMD ["sh"]`, `ENV A=b`, `CMD=sh`, …).
 pub fn apply_change(cfg: &mut Map<String, Value>, change: &str) -> Result<(), EngineError> {
     let change = change.trim();
-    let split = change.find(|c: char| c == ' ' || c == '=').ok_or_else(|| bad(change, "expected INSTRUCTION VALUE"))?;
-    let (inst, value) = (change[..split].to_ascii_uppercase(), change[split + 1..].trim());
+    let split = change
+        .find([' ', '='])
+        .ok_or_else(|| bad(change, "expected INSTRUCTION VALUE"))?;
+    let (inst, value) = (
+        change[..split].to_ascii_uppercase(),
+        change[split + 1..].trim(),
+    );
     let list = |v: &str| -> Value {
         match serde_json::from_str::<Vec<String>>(v) {
             Ok(l) => json!(l),
@@ -143,27 +199,39 @@ pub fn apply_change(cfg: &mut Map<String, Value>, change: &str) -> Result<(), En
             cfg.insert("Entrypoint".into(), list(value));
         }
         "ENV" => {
-            let (k, v) = value.split_once(['=', ' ']).ok_or_else(|| bad(change, "ENV needs KEY=VALUE"))?;
+            let (k, v) = value
+                .split_once(['=', ' '])
+                .ok_or_else(|| bad(change, "ENV needs KEY=VALUE"))?;
             let env = cfg.entry("Env").or_insert_with(|| json!([]));
             let arr = env.as_array_mut().expect("Env is a list");
             arr.retain(|e| !e.as_str().is_some_and(|s| s.starts_with(&format!("{k}="))));
             arr.push(json!(format!("{k}={}", v.trim())));
         }
         "LABEL" => {
-            let (k, v) = value.split_once('=').ok_or_else(|| bad(change, "LABEL needs KEY=VALUE"))?;
+            let (k, v) = value
+                .split_once('=')
+                .ok_or_else(|| bad(change, "LABEL needs KEY=VALUE"))?;
             let labels = cfg.entry("Labels").or_insert_with(|| json!({}));
-            labels.as_object_mut().expect("Labels is a map").insert(k.trim().to_string(), json!(v.trim().trim_matches('"')));
+            labels
+                .as_object_mut()
+                .expect("Labels is a map")
+                .insert(k.trim().to_string(), json!(v.trim().trim_matches('"')));
         }
         "EXPOSE" => {
             let ports = cfg.entry("ExposedPorts").or_insert_with(|| json!({}));
             for p in value.split_whitespace() {
-                let p = if p.contains('/') { p.to_string() } else { format!("{p}/tcp") };
+                let p = if p.contains('/') {
+                    p.to_string()
+                } else {
+                    format!("{p}/tcp")
+                };
                 ports.as_object_mut().expect("a map").insert(p, json!({}));
             }
         }
         "VOLUME" => {
             let vols = cfg.entry("Volumes").or_insert_with(|| json!({}));
-            let paths: Vec<String> = serde_json::from_str(value).unwrap_or_else(|_| value.split_whitespace().map(str::to_string).collect());
+            let paths: Vec<String> = serde_json::from_str(value)
+                .unwrap_or_else(|_| value.split_whitespace().map(str::to_string).collect());
             for p in paths {
                 vols.as_object_mut().expect("a map").insert(p, json!({}));
             }
@@ -181,7 +249,12 @@ pub fn apply_change(cfg: &mut Map<String, Value>, change: &str) -> Result<(), En
             let ob = cfg.entry("OnBuild").or_insert_with(|| json!([]));
             ob.as_array_mut().expect("a list").push(json!(value));
         }
-        _ => return Err(bad(change, "supported instructions are CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR")),
+        _ => {
+            return Err(bad(
+                change,
+                "supported instructions are CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR",
+            ));
+        }
     }
     Ok(())
 }

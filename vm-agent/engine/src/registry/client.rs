@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use futures_util::StreamExt;
-use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use reqwest::header::{
+    ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, WWW_AUTHENTICATE,
+};
 use reqwest::{Method, StatusCode};
 
 use super::media;
@@ -67,14 +69,23 @@ pub enum RegistryError {
 impl RegistryError {
     pub fn hint(&self) -> Option<String> {
         match self {
-            RegistryError::Unreachable { registry, detail } => Some(if detail.contains("certificate") || detail.contains("tls") || detail.contains("TLS") {
-                format!("if {registry} serves plain HTTP or a self-signed certificate, pass --tls-verify=false or mark it insecure in registries.conf")
-            } else {
-                format!("check that {registry} is the right address and that the registry is running")
-            }),
-            RegistryError::Unauthorized { registry, .. } => {
-                Some(format!("log in with `capsa login {registry}` or pass --creds USER:PASSWORD"))
-            }
+            RegistryError::Unreachable { registry, detail } => Some(
+                if detail.contains("certificate")
+                    || detail.contains("tls")
+                    || detail.contains("TLS")
+                {
+                    format!(
+                        "if {registry} serves plain HTTP or a self-signed certificate, pass --tls-verify=false or mark it insecure in registries.conf"
+                    )
+                } else {
+                    format!(
+                        "check that {registry} is the right address and that the registry is running"
+                    )
+                },
+            ),
+            RegistryError::Unauthorized { registry, .. } => Some(format!(
+                "log in with `capsa login {registry}` or pass --creds USER:PASSWORD"
+            )),
             RegistryError::Denied { .. } => {
                 Some("check that your account may access this repository".into())
             }
@@ -86,6 +97,9 @@ impl RegistryError {
         }
     }
 }
+
+/// Finds stored credentials for a `registry/repository` key.
+pub type CredentialLookup = Box<dyn Fn(&str) -> Option<Credentials> + Send + Sync>;
 
 /// One repository on one registry, as requests are addressed.
 #[derive(Debug, Clone)]
@@ -109,7 +123,7 @@ pub struct RegistryClient {
     secure: reqwest::Client,
     insecure: reqwest::Client,
     creds: Mutex<HashMap<String, Option<Credentials>>>,
-    lookup: Box<dyn Fn(&str) -> Option<Credentials> + Send + Sync>,
+    lookup: CredentialLookup,
     tokens: Mutex<HashMap<(String, String), String>>,
     bases: Mutex<HashMap<String, String>>,
 }
@@ -131,7 +145,7 @@ fn read_timeout() -> Duration {
 
 impl RegistryClient {
     /// `lookup` finds credentials for a `registry/repository` key (auth files, helpers).
-    pub fn new(lookup: Box<dyn Fn(&str) -> Option<Credentials> + Send + Sync>) -> Self {
+    pub fn new(lookup: CredentialLookup) -> Self {
         install_crypto();
         let build = |insecure: bool| {
             reqwest::Client::builder()
@@ -168,7 +182,11 @@ impl RegistryClient {
     }
 
     fn http(&self, repo: &Repo) -> &reqwest::Client {
-        if repo.insecure { &self.insecure } else { &self.secure }
+        if repo.insecure {
+            &self.insecure
+        } else {
+            &self.secure
+        }
     }
 
     /// `https://host` or, for insecure registries that do not speak TLS, `http://host`.
@@ -212,13 +230,17 @@ impl RegistryClient {
     async fn send(
         &self,
         repo: &Repo,
-        method: Method,
-        url_path: &str,
-        headers: HeaderMap,
-        body: Option<Body>,
-        push: bool,
+        req: Req,
         what: &str,
     ) -> Result<reqwest::Response, RegistryError> {
+        let Req {
+            method,
+            path: url_path,
+            headers,
+            body,
+            push,
+        } = req;
+        let url_path = url_path.as_str();
         let base = self.base(repo).await?;
         let url = if url_path.starts_with("http://") || url_path.starts_with("https://") {
             url_path.to_string()
@@ -230,7 +252,10 @@ impl RegistryClient {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut req = self.http(repo).request(method.clone(), &url).headers(headers.clone());
+            let mut req = self
+                .http(repo)
+                .request(method.clone(), &url)
+                .headers(headers.clone());
             let token = self
                 .tokens
                 .lock()
@@ -246,7 +271,10 @@ impl RegistryClient {
                     detail: e.to_string(),
                 })?);
             }
-            let resp = req.send().await.map_err(|e| transfer_error(repo, what, &e))?;
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| transfer_error(repo, what, &e))?;
             let status = resp.status();
             if status == StatusCode::UNAUTHORIZED && !authed {
                 authed = true;
@@ -283,7 +311,12 @@ impl RegistryClient {
     }
 
     /// Answers a 401 challenge; false when there is nothing to answer it with.
-    async fn authenticate(&self, repo: &Repo, scope: &str, challenge: &str) -> Result<bool, RegistryError> {
+    async fn authenticate(
+        &self,
+        repo: &Repo,
+        scope: &str,
+        challenge: &str,
+    ) -> Result<bool, RegistryError> {
         let (scheme, params) = parse_challenge(challenge);
         let creds = self.credentials(repo);
         let key = (repo.registry.clone(), scope.to_string());
@@ -294,7 +327,8 @@ impl RegistryClient {
                 };
                 let v = format!(
                     "Basic {}",
-                    base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
+                    base64::engine::general_purpose::STANDARD
+                        .encode(format!("{username}:{password}"))
                 );
                 self.tokens.lock().expect("not poisoned").insert(key, v);
                 Ok(true)
@@ -397,7 +431,10 @@ impl RegistryClient {
         if let Some(t) = token {
             req = req.header(AUTHORIZATION, t);
         }
-        let resp = req.send().await.map_err(|e| transfer_error(repo, &what, &e))?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| transfer_error(repo, &what, &e))?;
         if resp.status().is_success() {
             Ok(())
         } else if resp.status() == StatusCode::UNAUTHORIZED {
@@ -413,12 +450,29 @@ impl RegistryClient {
 
     /// Fetches a manifest by tag or digest; returns bytes, media type and digest. A
     /// digest reference is verified against the bytes.
-    pub async fn get_manifest(&self, repo: &Repo, reference: &str) -> Result<(Vec<u8>, String, String), RegistryError> {
-        let what = format!("reading manifest {reference} in {}/{}", repo.registry, repo.repository);
+    pub async fn get_manifest(
+        &self,
+        repo: &Repo,
+        reference: &str,
+    ) -> Result<(Vec<u8>, String, String), RegistryError> {
+        let what = format!(
+            "reading manifest {reference} in {}/{}",
+            repo.registry, repo.repository
+        );
         let mut h = HeaderMap::new();
         h.insert(ACCEPT, HeaderValue::from_static(media::MANIFEST_ACCEPT));
         let resp = self
-            .send(repo, Method::GET, &format!("/v2/{}/manifests/{reference}", repo.repository), h, None, false, &what)
+            .send(
+                repo,
+                Req {
+                    method: Method::GET,
+                    path: format!("/v2/{}/manifests/{reference}", repo.repository),
+                    headers: h,
+                    body: None,
+                    push: false,
+                },
+                &what,
+            )
             .await?;
         let content_type = resp
             .headers()
@@ -450,7 +504,12 @@ impl RegistryClient {
     }
 
     /// Fetches a small blob (a config) whole, verified.
-    pub async fn get_blob_bytes(&self, repo: &Repo, digest_s: &str, max: u64) -> Result<Vec<u8>, RegistryError> {
+    pub async fn get_blob_bytes(
+        &self,
+        repo: &Repo,
+        digest_s: &str,
+        max: u64,
+    ) -> Result<Vec<u8>, RegistryError> {
         let what = format!("reading blob {digest_s}");
         let resp = self.get_blob(repo, digest_s).await?;
         let bytes = read_limited(resp, max, &what).await?;
@@ -459,17 +518,41 @@ impl RegistryClient {
     }
 
     /// Starts a blob download; the caller streams and verifies the body.
-    pub async fn get_blob(&self, repo: &Repo, digest_s: &str) -> Result<reqwest::Response, RegistryError> {
+    pub async fn get_blob(
+        &self,
+        repo: &Repo,
+        digest_s: &str,
+    ) -> Result<reqwest::Response, RegistryError> {
         digest::sha256_hex(digest_s)?;
         let what = format!("fetching blob {digest_s}");
-        self.send(repo, Method::GET, &format!("/v2/{}/blobs/{digest_s}", repo.repository), HeaderMap::new(), None, false, &what)
-            .await
+        self.send(
+            repo,
+            Req {
+                method: Method::GET,
+                path: format!("/v2/{}/blobs/{digest_s}", repo.repository),
+                headers: HeaderMap::new(),
+                body: None,
+                push: false,
+            },
+            &what,
+        )
+        .await
     }
 
     pub async fn blob_exists(&self, repo: &Repo, digest_s: &str) -> Result<bool, RegistryError> {
         let what = format!("checking blob {digest_s}");
         match self
-            .send(repo, Method::HEAD, &format!("/v2/{}/blobs/{digest_s}", repo.repository), HeaderMap::new(), None, true, &what)
+            .send(
+                repo,
+                Req {
+                    method: Method::HEAD,
+                    path: format!("/v2/{}/blobs/{digest_s}", repo.repository),
+                    headers: HeaderMap::new(),
+                    body: None,
+                    push: true,
+                },
+                &what,
+            )
             .await
         {
             Ok(_) => Ok(true),
@@ -479,10 +562,25 @@ impl RegistryClient {
     }
 
     /// Uploads a blob in one PUT (the monolithic upload of the distribution spec).
-    pub async fn upload_blob(&self, repo: &Repo, digest_s: &str, body: Body) -> Result<(), RegistryError> {
+    pub async fn upload_blob(
+        &self,
+        repo: &Repo,
+        digest_s: &str,
+        body: Body,
+    ) -> Result<(), RegistryError> {
         let what = format!("uploading blob {digest_s}");
         let resp = self
-            .send(repo, Method::POST, &format!("/v2/{}/blobs/uploads/", repo.repository), HeaderMap::new(), None, true, &what)
+            .send(
+                repo,
+                Req {
+                    method: Method::POST,
+                    path: format!("/v2/{}/blobs/uploads/", repo.repository),
+                    headers: HeaderMap::new(),
+                    body: None,
+                    push: true,
+                },
+                &what,
+            )
             .await?;
         let location = resp
             .headers()
@@ -496,13 +594,36 @@ impl RegistryClient {
         let sep = if location.contains('?') { '&' } else { '?' };
         let url = format!("{location}{sep}digest={digest_s}");
         let mut h = HeaderMap::new();
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-        self.send(repo, Method::PUT, &url, h, Some(body), true, &what).await?;
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        self.send(
+            repo,
+            Req {
+                method: Method::PUT,
+                path: url,
+                headers: h,
+                body: Some(body),
+                push: true,
+            },
+            &what,
+        )
+        .await?;
         Ok(())
     }
 
-    pub async fn put_manifest(&self, repo: &Repo, reference: &str, bytes: Vec<u8>, media_type: &str) -> Result<(), RegistryError> {
-        let what = format!("writing manifest {reference} to {}/{}", repo.registry, repo.repository);
+    pub async fn put_manifest(
+        &self,
+        repo: &Repo,
+        reference: &str,
+        bytes: Vec<u8>,
+        media_type: &str,
+    ) -> Result<(), RegistryError> {
+        let what = format!(
+            "writing manifest {reference} to {}/{}",
+            repo.registry, repo.repository
+        );
         let mut h = HeaderMap::new();
         h.insert(
             CONTENT_TYPE,
@@ -511,15 +632,35 @@ impl RegistryClient {
                 detail: format!("bad media type {media_type:?}"),
             })?,
         );
-        self.send(repo, Method::PUT, &format!("/v2/{}/manifests/{reference}", repo.repository), h, Some(Body::Bytes(bytes)), true, &what)
-            .await?;
+        self.send(
+            repo,
+            Req {
+                method: Method::PUT,
+                path: format!("/v2/{}/manifests/{reference}", repo.repository),
+                headers: h,
+                body: Some(Body::Bytes(bytes)),
+                push: true,
+            },
+            &what,
+        )
+        .await?;
         Ok(())
     }
 
     pub async fn list_tags(&self, repo: &Repo) -> Result<Vec<String>, RegistryError> {
         let what = format!("listing tags of {}/{}", repo.registry, repo.repository);
         let resp = self
-            .send(repo, Method::GET, &format!("/v2/{}/tags/list", repo.repository), HeaderMap::new(), None, false, &what)
+            .send(
+                repo,
+                Req {
+                    method: Method::GET,
+                    path: format!("/v2/{}/tags/list", repo.repository),
+                    headers: HeaderMap::new(),
+                    body: None,
+                    push: false,
+                },
+                &what,
+            )
             .await?;
         let bytes = read_limited(resp, MAX_MANIFEST_SIZE, &what).await?;
         #[derive(serde::Deserialize)]
@@ -532,6 +673,15 @@ impl RegistryClient {
         })?;
         Ok(t.tags.unwrap_or_default())
     }
+}
+
+/// One request to a registry; `push` asks for a token with push scope.
+struct Req {
+    method: Method,
+    path: String,
+    headers: HeaderMap,
+    body: Option<Body>,
+    push: bool,
 }
 
 /// A request body that can be sent again (after a 401 or a retry).
@@ -559,7 +709,11 @@ fn registry_host(registry: &str) -> &str {
     }
 }
 
-async fn read_limited(resp: reqwest::Response, max: u64, what: &str) -> Result<Vec<u8>, RegistryError> {
+async fn read_limited(
+    resp: reqwest::Response,
+    max: u64,
+    what: &str,
+) -> Result<Vec<u8>, RegistryError> {
     if let Some(len) = resp.content_length()
         && len > max
     {
@@ -649,11 +803,32 @@ async fn status_error(repo: &Repo, what: &str, resp: reqwest::Response) -> Regis
     let registry = repo.registry.clone();
     let what = what.to_string();
     match status {
-        StatusCode::UNAUTHORIZED => RegistryError::Unauthorized { registry, what, detail },
-        StatusCode::FORBIDDEN => RegistryError::Denied { registry, what, detail },
-        StatusCode::NOT_FOUND => RegistryError::NotFound { registry, what, detail },
-        StatusCode::TOO_MANY_REQUESTS => RegistryError::TooManyRequests { registry, what, detail },
-        status => RegistryError::Status { registry, what, status, detail },
+        StatusCode::UNAUTHORIZED => RegistryError::Unauthorized {
+            registry,
+            what,
+            detail,
+        },
+        StatusCode::FORBIDDEN => RegistryError::Denied {
+            registry,
+            what,
+            detail,
+        },
+        StatusCode::NOT_FOUND => RegistryError::NotFound {
+            registry,
+            what,
+            detail,
+        },
+        StatusCode::TOO_MANY_REQUESTS => RegistryError::TooManyRequests {
+            registry,
+            what,
+            detail,
+        },
+        status => RegistryError::Status {
+            registry,
+            what,
+            status,
+            detail,
+        },
     }
 }
 
