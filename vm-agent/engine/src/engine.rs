@@ -85,9 +85,17 @@ impl EngineError {
         match self {
             EngineError::Registry(e) => e.hint(),
             EngineError::Store(e) => e.hint(),
-            EngineError::Layer { source: LayerError::Registry(e), .. } => e.hint(),
-            EngineError::Layer { source: LayerError::Store(e), .. } => e.hint(),
-            EngineError::ImageNotKnown(_) => Some("`capsa images` lists the images in this store".into()),
+            EngineError::Layer {
+                source: LayerError::Registry(e),
+                ..
+            } => e.hint(),
+            EngineError::Layer {
+                source: LayerError::Store(e),
+                ..
+            } => e.hint(),
+            EngineError::ImageNotKnown(_) => {
+                Some("`capsa images` lists the images in this store".into())
+            }
             EngineError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
                 Some("the disk is full: free space and try again".into())
             }
@@ -156,7 +164,9 @@ impl Engine {
     /// short name matched against the repositories in the store.
     pub fn lookup_image(&self, input: &str) -> Result<ImageRecord, EngineError> {
         let images = self.store.images()?;
-        find_image(&images, input).cloned().ok_or_else(|| EngineError::ImageNotKnown(input.to_string()))
+        find_image(&images, input)
+            .cloned()
+            .ok_or_else(|| EngineError::ImageNotKnown(input.to_string()))
     }
 }
 

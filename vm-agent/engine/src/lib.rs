@@ -7,12 +7,12 @@
 //! It does not know about VMs, transports or the CLI's output formats.
 
 pub mod digest;
+pub mod engine;
 pub mod image;
 pub mod layer;
+pub mod registry;
 pub mod store;
 pub mod userns;
-pub mod registry;
-pub mod engine;
 
 pub use engine::{Engine, EngineError, EngineOptions};
 

@@ -99,13 +99,17 @@ pub fn enter() -> Result<(), UsernsError> {
     let (to_child_r, to_child_w) = pipe()?;
     let exe = fs::read_link("/proc/self/exe").map_err(UsernsError::Exec)?;
     let mut cmd = Command::new(exe);
-    cmd.arg0(std::env::args_os().next().unwrap_or_else(|| OsString::from("capsa")))
-        .args(std::env::args_os().skip(1))
-        .env(
-            ENV_CHILD,
-            format!("{},{}", to_child_r.as_raw_fd(), to_parent_w.as_raw_fd()),
-        )
-        .env(ENV_ROOTLESS_UID, uid.to_string());
+    cmd.arg0(
+        std::env::args_os()
+            .next()
+            .unwrap_or_else(|| OsString::from("capsa")),
+    )
+    .args(std::env::args_os().skip(1))
+    .env(
+        ENV_CHILD,
+        format!("{},{}", to_child_r.as_raw_fd(), to_parent_w.as_raw_fd()),
+    )
+    .env(ENV_ROOTLESS_UID, uid.to_string());
     let (r1, w1) = (to_child_r.as_raw_fd(), to_parent_w.as_raw_fd());
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
@@ -145,9 +149,9 @@ pub fn enter() -> Result<(), UsernsError> {
         Err(_) => child.wait(), // the child failed before unsharing and said why
     };
     let code = match status {
-        Ok(s) => s
-            .code()
-            .unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&s).unwrap_or(0)),
+        Ok(s) => s.code().unwrap_or_else(|| {
+            128 + std::os::unix::process::ExitStatusExt::signal(&s).unwrap_or(0)
+        }),
         Err(_) => 125,
     };
     std::process::exit(code);
@@ -170,16 +174,21 @@ fn finish_child(fds: &std::ffi::OsStr) -> Result<(), UsernsError> {
         .and_then(|(a, b)| Some((a.parse::<i32>().ok()?, b.parse::<i32>().ok()?)))
         .ok_or_else(|| UsernsError::Setup(format!("bad {ENV_CHILD} {s:?}")))?;
     // SAFETY: the parent passed us these two pipe ends.
-    let (mut from_parent, mut to_parent) = unsafe { (fs::File::from_raw_fd(r), fs::File::from_raw_fd(w)) };
+    let (mut from_parent, mut to_parent) =
+        unsafe { (fs::File::from_raw_fd(r), fs::File::from_raw_fd(w)) };
     // SAFETY: ENV_CHILD is consumed before any thread exists.
     unsafe { std::env::remove_var(ENV_CHILD) };
     // SAFETY: single-threaded; nothing shares the file table or fs state with us.
     unsafe {
-        rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWUSER | rustix::thread::UnshareFlags::NEWNS)
-            .or_else(|_| rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWUSER))
+        rustix::thread::unshare_unsafe(
+            rustix::thread::UnshareFlags::NEWUSER | rustix::thread::UnshareFlags::NEWNS,
+        )
+        .or_else(|_| rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWUSER))
     }
     .map_err(|e| UsernsError::Unshare(e.into()))?;
-    to_parent.write_all(b"u").map_err(|e| UsernsError::Setup(e.to_string()))?;
+    to_parent
+        .write_all(b"u")
+        .map_err(|e| UsernsError::Setup(e.to_string()))?;
     drop(to_parent);
     let mut answer = Vec::new();
     from_parent
@@ -187,7 +196,11 @@ fn finish_child(fds: &std::ffi::OsStr) -> Result<(), UsernsError> {
         .map_err(|e| UsernsError::Setup(e.to_string()))?;
     match answer.split_first() {
         Some((b'1', _)) => {}
-        Some((_, msg)) => return Err(UsernsError::Setup(String::from_utf8_lossy(msg).into_owned())),
+        Some((_, msg)) => {
+            return Err(UsernsError::Setup(
+                String::from_utf8_lossy(msg).into_owned(),
+            ));
+        }
         None => return Err(UsernsError::Setup("the parent process went away".into())),
     }
     // SAFETY: plain syscalls; we are single-threaded here.
@@ -204,15 +217,26 @@ fn finish_child(fds: &std::ffi::OsStr) -> Result<(), UsernsError> {
 
 fn write_maps(pid: u32, uid: u32, gid: u32) -> Result<(), String> {
     let name = user_name(uid).unwrap_or_else(|| uid.to_string());
-    let subuids = parse_subid(&fs::read_to_string("/etc/subuid").unwrap_or_default(), &name, uid);
-    let subgids = parse_subid(&fs::read_to_string("/etc/subgid").unwrap_or_default(), &name, uid);
+    let subuids = parse_subid(
+        &fs::read_to_string("/etc/subuid").unwrap_or_default(),
+        &name,
+        uid,
+    );
+    let subgids = parse_subid(
+        &fs::read_to_string("/etc/subgid").unwrap_or_default(),
+        &name,
+        uid,
+    );
     if subuids.is_empty() || subgids.is_empty() {
         tracing::warn!(
             "no subordinate ids for {name} in /etc/subuid and /etc/subgid: only your own uid is mapped, so files owned by other users in images cannot be stored (add ranges with `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {name}`)"
         );
-        fs::write(format!("/proc/{pid}/setgroups"), "deny").map_err(|e| format!("writing setgroups: {e}"))?;
-        fs::write(format!("/proc/{pid}/uid_map"), format!("0 {uid} 1\n")).map_err(|e| format!("writing uid_map: {e}"))?;
-        fs::write(format!("/proc/{pid}/gid_map"), format!("0 {gid} 1\n")).map_err(|e| format!("writing gid_map: {e}"))?;
+        fs::write(format!("/proc/{pid}/setgroups"), "deny")
+            .map_err(|e| format!("writing setgroups: {e}"))?;
+        fs::write(format!("/proc/{pid}/uid_map"), format!("0 {uid} 1\n"))
+            .map_err(|e| format!("writing uid_map: {e}"))?;
+        fs::write(format!("/proc/{pid}/gid_map"), format!("0 {gid} 1\n"))
+            .map_err(|e| format!("writing gid_map: {e}"))?;
         return Ok(());
     }
     run_map("newuidmap", pid, uid, &subuids)?;
@@ -247,8 +271,20 @@ mod tests {
     #[test]
     fn subid_lines() {
         let text = "alice:100000:65536\nbob:165536:65536\n1001:231072:1000\n";
-        assert_eq!(parse_subid(text, "bob", 1000), vec![IdRange { start: 165536, count: 65536 }]);
-        assert_eq!(parse_subid(text, "carol", 1001), vec![IdRange { start: 231072, count: 1000 }]);
+        assert_eq!(
+            parse_subid(text, "bob", 1000),
+            vec![IdRange {
+                start: 165536,
+                count: 65536
+            }]
+        );
+        assert_eq!(
+            parse_subid(text, "carol", 1001),
+            vec![IdRange {
+                start: 231072,
+                count: 1000
+            }]
+        );
         assert!(parse_subid(text, "dave", 5).is_empty());
     }
 }

@@ -59,7 +59,12 @@ struct DockerEntry {
 
 impl Engine {
     /// Writes `images` to `dest` in `format`.
-    pub async fn save(&self, images: &[String], format: ArchiveFormat, dest: &Path) -> Result<(), EngineError> {
+    pub async fn save(
+        &self,
+        images: &[String],
+        format: ArchiveFormat,
+        dest: &Path,
+    ) -> Result<(), EngineError> {
         let mut recs = Vec::new();
         for i in images {
             let img = self.lookup_image(i)?;
@@ -67,7 +72,10 @@ impl Engine {
             let wanted: Vec<String> = img
                 .names
                 .iter()
-                .filter(|n| crate::engine::find_image(std::slice::from_ref(&img), i).is_some() && split_name(n).1.is_some())
+                .filter(|n| {
+                    crate::engine::find_image(std::slice::from_ref(&img), i).is_some()
+                        && split_name(n).1.is_some()
+                })
                 .cloned()
                 .collect();
             recs.push((img, wanted, i.clone()));
@@ -81,54 +89,73 @@ impl Engine {
             ArchiveFormat::OciDir => dest.to_path_buf(),
             _ => scratch.path().join("content"),
         };
-        fs::create_dir_all(&layout).map_err(EngineError::io(format!("creating {}", layout.display())))?;
+        fs::create_dir_all(&layout)
+            .map_err(EngineError::io(format!("creating {}", layout.display())))?;
         match format {
             ArchiveFormat::DockerArchive => self.write_docker(&recs, &layout)?,
             ArchiveFormat::OciArchive | ArchiveFormat::OciDir => self.write_oci(&recs, &layout)?,
         }
         if format != ArchiveFormat::OciDir {
             let tmp_out = dest.with_extension("capsa-partial");
-            let f = fs::File::create(&tmp_out).map_err(EngineError::io(format!("creating {}", tmp_out.display())))?;
+            let f = fs::File::create(&tmp_out)
+                .map_err(EngineError::io(format!("creating {}", tmp_out.display())))?;
             let mut b = tar::Builder::new(io::BufWriter::new(f));
             b.mode(tar::HeaderMode::Deterministic);
             b.follow_symlinks(false);
-            b.append_dir_all(".", &layout).map_err(EngineError::io(format!("writing {}", dest.display())))?;
+            b.append_dir_all(".", &layout)
+                .map_err(EngineError::io(format!("writing {}", dest.display())))?;
             b.into_inner()
                 .and_then(|mut w| w.flush())
                 .map_err(EngineError::io(format!("writing {}", dest.display())))?;
-            fs::rename(&tmp_out, dest).map_err(EngineError::io(format!("moving the archive to {}", dest.display())))?;
+            fs::rename(&tmp_out, dest).map_err(EngineError::io(format!(
+                "moving the archive to {}",
+                dest.display()
+            )))?;
         }
         Ok(())
     }
 
-    fn write_docker(&self, recs: &[(ImageRecord, Vec<String>, String)], dir: &Path) -> Result<(), EngineError> {
+    fn write_docker(
+        &self,
+        recs: &[(ImageRecord, Vec<String>, String)],
+        dir: &Path,
+    ) -> Result<(), EngineError> {
         let mut entries = Vec::new();
         let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         for (img, names, _) in recs {
             let cfg_bytes = self.store.read_blob(&img.config_digest)?;
-            let cfg: ImageConfig = serde_json::from_slice(&cfg_bytes).map_err(|e| EngineError::invalid("image config", e.to_string()))?;
+            let cfg: ImageConfig = serde_json::from_slice(&cfg_bytes)
+                .map_err(|e| EngineError::invalid("image config", e.to_string()))?;
             let cfg_name = format!("{}.json", img.id);
-            fs::write(dir.join(&cfg_name), &cfg_bytes).map_err(EngineError::io("writing the config"))?;
+            fs::write(dir.join(&cfg_name), &cfg_bytes)
+                .map_err(EngineError::io("writing the config"))?;
             let (manifest, _) = self.image_manifest(img)?;
             let mut layers = Vec::new();
             for (l, diff_id) in manifest.layers.iter().zip(&cfg.rootfs.diff_ids) {
-                let hex = digest::sha256_hex(diff_id).map_err(|e| EngineError::invalid("diff ID", e.to_string()))?;
+                let hex = digest::sha256_hex(diff_id)
+                    .map_err(|e| EngineError::invalid("diff ID", e.to_string()))?;
                 let name = format!("{hex}.tar");
                 let path = dir.join(&name);
                 if !path.exists() {
                     // docker-archive layers are uncompressed tarballs named by diff ID.
-                    let src = fs::File::open(self.store.blob_path(&l.digest)?).map_err(EngineError::io(format!("opening blob {}", l.digest)))?;
+                    let src = fs::File::open(self.store.blob_path(&l.digest)?)
+                        .map_err(EngineError::io(format!("opening blob {}", l.digest)))?;
                     let mut dec = Compression::from_media_type(&l.media_type)
                         .map_err(|e| EngineError::invalid("layer", e.to_string()))?
                         .decoder(io::BufReader::new(src))
                         .map_err(EngineError::io("decompressing a layer"))?;
-                    let out = fs::File::create(&path).map_err(EngineError::io(format!("writing {}", path.display())))?;
+                    let out = fs::File::create(&path)
+                        .map_err(EngineError::io(format!("writing {}", path.display())))?;
                     let mut w = HashingWriter::new(io::BufWriter::new(out));
-                    io::copy(&mut dec, &mut w).map_err(EngineError::io(format!("decompressing layer {}", l.digest)))?;
+                    io::copy(&mut dec, &mut w)
+                        .map_err(EngineError::io(format!("decompressing layer {}", l.digest)))?;
                     let (d, _, mut inner) = w.finish();
                     inner.flush().map_err(EngineError::io("writing a layer"))?;
                     if &d != diff_id {
-                        return Err(EngineError::invalid(format!("layer {}", l.digest), format!("uncompressed digest {d} does not match diff ID {diff_id}")));
+                        return Err(EngineError::invalid(
+                            format!("layer {}", l.digest),
+                            format!("uncompressed digest {d} does not match diff ID {diff_id}"),
+                        ));
                     }
                 }
                 layers.push(name);
@@ -147,16 +174,30 @@ impl Engine {
                 layers,
             });
         }
-        fs::write(dir.join("manifest.json"), serde_json::to_vec(&entries).expect("serialisable")).map_err(EngineError::io("writing manifest.json"))?;
-        fs::write(dir.join("repositories"), serde_json::to_vec(&repositories).expect("serialisable")).map_err(EngineError::io("writing repositories"))?;
+        fs::write(
+            dir.join("manifest.json"),
+            serde_json::to_vec(&entries).expect("serialisable"),
+        )
+        .map_err(EngineError::io("writing manifest.json"))?;
+        fs::write(
+            dir.join("repositories"),
+            serde_json::to_vec(&repositories).expect("serialisable"),
+        )
+        .map_err(EngineError::io("writing repositories"))?;
         Ok(())
     }
 
-    fn write_oci(&self, recs: &[(ImageRecord, Vec<String>, String)], dir: &Path) -> Result<(), EngineError> {
+    fn write_oci(
+        &self,
+        recs: &[(ImageRecord, Vec<String>, String)],
+        dir: &Path,
+    ) -> Result<(), EngineError> {
         let blobs = dir.join("blobs/sha256");
-        fs::create_dir_all(&blobs).map_err(EngineError::io(format!("creating {}", blobs.display())))?;
+        fs::create_dir_all(&blobs)
+            .map_err(EngineError::io(format!("creating {}", blobs.display())))?;
         let mut index = match fs::read(dir.join("index.json")) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| EngineError::invalid("existing index.json", e.to_string()))?,
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| EngineError::invalid("existing index.json", e.to_string()))?,
             Err(_) => Index {
                 schema_version: 2,
                 media_type: Some(media::OCI_INDEX.into()),
@@ -169,18 +210,31 @@ impl Engine {
             let mut all = vec![img.manifest_digest.clone(), manifest.config.digest.clone()];
             all.extend(manifest.layers.iter().map(|l| l.digest.clone()));
             for d in &all {
-                let to = blobs.join(digest::sha256_hex(d).map_err(|e| EngineError::invalid("digest", e.to_string()))?);
+                let to = blobs.join(
+                    digest::sha256_hex(d)
+                        .map_err(|e| EngineError::invalid("digest", e.to_string()))?,
+                );
                 if !to.exists() {
                     let from = self.store.blob_path(d)?;
                     if fs::hard_link(&from, &to).is_err() {
-                        fs::copy(&from, &to).map_err(EngineError::io(format!("copying blob {d}")))?;
+                        fs::copy(&from, &to)
+                            .map_err(EngineError::io(format!("copying blob {d}")))?;
                     }
                 }
             }
-            let size = fs::metadata(self.store.blob_path(&img.manifest_digest)?).map(|m| m.len()).unwrap_or(0);
-            let ref_names: Vec<Option<String>> = if names.is_empty() { vec![None] } else { names.iter().cloned().map(Some).collect() };
+            let size = fs::metadata(self.store.blob_path(&img.manifest_digest)?)
+                .map(|m| m.len())
+                .unwrap_or(0);
+            let ref_names: Vec<Option<String>> = if names.is_empty() {
+                vec![None]
+            } else {
+                names.iter().cloned().map(Some).collect()
+            };
             for n in ref_names {
-                index.manifests.retain(|d| n.is_none() || d.annotations.as_ref().and_then(|a| a.get(REF_NAME)) != n.as_ref());
+                index.manifests.retain(|d| {
+                    n.is_none()
+                        || d.annotations.as_ref().and_then(|a| a.get(REF_NAME)) != n.as_ref()
+                });
                 index.manifests.push(Descriptor {
                     media_type: mt.clone(),
                     digest: img.manifest_digest.clone(),
@@ -191,14 +245,23 @@ impl Engine {
                 });
             }
         }
-        fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(EngineError::io("writing oci-layout"))?;
-        fs::write(dir.join("index.json"), serde_json::to_vec(&index).expect("serialisable")).map_err(EngineError::io("writing index.json"))?;
+        fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)
+            .map_err(EngineError::io("writing oci-layout"))?;
+        fs::write(
+            dir.join("index.json"),
+            serde_json::to_vec(&index).expect("serialisable"),
+        )
+        .map_err(EngineError::io("writing index.json"))?;
         Ok(())
     }
 
     /// Loads every image in an archive or OCI layout directory; returns their names (or
     /// IDs for unnamed images).
-    pub async fn load(&self, input: &Path, progress: &dyn Progress) -> Result<Vec<String>, EngineError> {
+    pub async fn load(
+        &self,
+        input: &Path,
+        progress: &dyn Progress,
+    ) -> Result<Vec<String>, EngineError> {
         let _content = self.store.content_lock()?;
         let scratch = tempfile::Builder::new()
             .prefix("load-")
@@ -207,13 +270,20 @@ impl Engine {
         let dir: PathBuf = if input.is_dir() {
             input.to_path_buf()
         } else {
-            let f = fs::File::open(input).map_err(EngineError::io(format!("opening {}", input.display())))?;
-            let dec = sniffing_decoder(f).map_err(EngineError::io(format!("reading {}", input.display())))?;
+            let f = fs::File::open(input)
+                .map_err(EngineError::io(format!("opening {}", input.display())))?;
+            let dec = sniffing_decoder(f)
+                .map_err(EngineError::io(format!("reading {}", input.display())))?;
             let opts = UnpackOptions {
                 whiteouts: WhiteoutMode::Apply,
                 rootless: true,
             };
-            unpack::unpack(dec, scratch.path(), opts).map_err(|e| EngineError::invalid(format!("archive {}", input.display()), crate::registry::client::error_chain(&e)))?;
+            unpack::unpack(dec, scratch.path(), opts).map_err(|e| {
+                EngineError::invalid(
+                    format!("archive {}", input.display()),
+                    crate::registry::client::error_chain(&e),
+                )
+            })?;
             scratch.path().to_path_buf()
         };
         if dir.join("manifest.json").exists() {
@@ -230,21 +300,29 @@ impl Engine {
 
     fn load_docker(&self, dir: &Path, progress: &dyn Progress) -> Result<Vec<String>, EngineError> {
         let what = "docker-archive manifest.json";
-        let bytes = fs::read(dir.join("manifest.json")).map_err(EngineError::io(format!("reading {what}")))?;
-        let entries: Vec<DockerEntry> = serde_json::from_slice(&bytes).map_err(|e| EngineError::invalid(what, e.to_string()))?;
+        let bytes = fs::read(dir.join("manifest.json"))
+            .map_err(EngineError::io(format!("reading {what}")))?;
+        let entries: Vec<DockerEntry> = serde_json::from_slice(&bytes)
+            .map_err(|e| EngineError::invalid(what, e.to_string()))?;
         let mut out = Vec::new();
         for e in entries {
             let cfg_bytes = read_member(dir, &e.config)?;
-            let config: ImageConfig = serde_json::from_slice(&cfg_bytes).map_err(|x| EngineError::invalid(format!("config {}", e.config), x.to_string()))?;
+            let config: ImageConfig = serde_json::from_slice(&cfg_bytes)
+                .map_err(|x| EngineError::invalid(format!("config {}", e.config), x.to_string()))?;
             if config.rootfs.diff_ids.len() != e.layers.len() {
-                return Err(EngineError::invalid(format!("config {}", e.config), "its diff IDs do not match the archive's layers"));
+                return Err(EngineError::invalid(
+                    format!("config {}", e.config),
+                    "its diff IDs do not match the archive's layers",
+                ));
             }
             let config_digest = self.store.put_blob(&cfg_bytes, None)?;
             let mut layers = Vec::new();
             for l in &e.layers {
                 let path = member_path(dir, l)?;
                 let mut head = [0u8; 4];
-                let n = fs::File::open(&path).and_then(|mut f| f.read(&mut head)).map_err(EngineError::io(format!("reading layer {l}")))?;
+                let n = fs::File::open(&path)
+                    .and_then(|mut f| f.read(&mut head))
+                    .map_err(EngineError::io(format!("reading layer {l}")))?;
                 let mt = match Compression::sniff(&head[..n]) {
                     Compression::Gzip => media::DOCKER_LAYER_GZIP,
                     Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
@@ -252,12 +330,26 @@ impl Engine {
                 };
                 let (d, size) = self.store_file_blob(&path)?;
                 progress.blob_done(&d, false);
-                layers.push(Descriptor { media_type: mt.into(), digest: d, size, platform: None, annotations: None, urls: None });
+                layers.push(Descriptor {
+                    media_type: mt.into(),
+                    digest: d,
+                    size,
+                    platform: None,
+                    annotations: None,
+                    urls: None,
+                });
             }
             let manifest = Manifest {
                 schema_version: 2,
                 media_type: Some(media::DOCKER_MANIFEST.into()),
-                config: Descriptor { media_type: media::DOCKER_CONFIG.into(), digest: config_digest.clone(), size: cfg_bytes.len() as u64, platform: None, annotations: None, urls: None },
+                config: Descriptor {
+                    media_type: media::DOCKER_CONFIG.into(),
+                    digest: config_digest.clone(),
+                    size: cfg_bytes.len() as u64,
+                    platform: None,
+                    annotations: None,
+                    urls: None,
+                },
                 layers,
                 annotations: None,
             };
@@ -268,71 +360,136 @@ impl Engine {
                 .map(|t| normalize_loaded(t))
                 .collect::<Result<Vec<_>, _>>()?;
             let rec = self.commit_image(&manifest, &config, names, None)?;
-            out.extend(if rec.names.is_empty() { vec![format!("sha256:{}", rec.id)] } else { rec.names.clone() });
+            out.extend(if rec.names.is_empty() {
+                vec![format!("sha256:{}", rec.id)]
+            } else {
+                rec.names.clone()
+            });
         }
         Ok(out)
     }
 
     fn load_oci(&self, dir: &Path, progress: &dyn Progress) -> Result<Vec<String>, EngineError> {
-        let idx_bytes = fs::read(dir.join("index.json")).map_err(EngineError::io("reading index.json"))?;
-        let index: Index = serde_json::from_slice(&idx_bytes).map_err(|e| EngineError::invalid("OCI layout index.json", e.to_string()))?;
+        let idx_bytes =
+            fs::read(dir.join("index.json")).map_err(EngineError::io("reading index.json"))?;
+        let index: Index = serde_json::from_slice(&idx_bytes)
+            .map_err(|e| EngineError::invalid("OCI layout index.json", e.to_string()))?;
         let mut out = Vec::new();
         for desc in &index.manifests {
             let mut bytes = read_blob_checked(dir, desc)?;
             let mut mt = media::detect(&bytes, Some(&desc.media_type));
             let mut index_digest = None;
             if media::is_index(&mt) {
-                let inner: Index = serde_json::from_slice(&bytes).map_err(|e| EngineError::invalid(format!("index {}", desc.digest), e.to_string()))?;
+                let inner: Index = serde_json::from_slice(&bytes).map_err(|e| {
+                    EngineError::invalid(format!("index {}", desc.digest), e.to_string())
+                })?;
                 let host = Platform::host();
                 let chosen = inner
                     .manifests
                     .iter()
-                    .find(|d| d.platform.as_ref().is_some_and(|p| host.matches(&p.os, &p.architecture, p.variant.as_deref())))
-                    .ok_or_else(|| EngineError::invalid(format!("index {}", desc.digest), format!("no image for {host}")))?;
+                    .find(|d| {
+                        d.platform.as_ref().is_some_and(|p| {
+                            host.matches(&p.os, &p.architecture, p.variant.as_deref())
+                        })
+                    })
+                    .ok_or_else(|| {
+                        EngineError::invalid(
+                            format!("index {}", desc.digest),
+                            format!("no image for {host}"),
+                        )
+                    })?;
                 self.store.put_blob(&bytes, Some(&desc.digest))?;
                 index_digest = Some(desc.digest.clone());
                 bytes = read_blob_checked(dir, chosen)?;
                 mt = media::detect(&bytes, Some(&chosen.media_type));
             }
             if !media::is_manifest(&mt) {
-                return Err(EngineError::invalid(format!("manifest {}", desc.digest), format!("unknown media type {mt:?}")));
+                return Err(EngineError::invalid(
+                    format!("manifest {}", desc.digest),
+                    format!("unknown media type {mt:?}"),
+                ));
             }
-            let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| EngineError::invalid(format!("manifest {}", desc.digest), e.to_string()))?;
+            let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
+                EngineError::invalid(format!("manifest {}", desc.digest), e.to_string())
+            })?;
             let cfg_bytes = read_blob_checked(dir, &manifest.config)?;
-            let config: ImageConfig = serde_json::from_slice(&cfg_bytes).map_err(|e| EngineError::invalid(format!("config {}", manifest.config.digest), e.to_string()))?;
-            self.store.put_blob(&cfg_bytes, Some(&manifest.config.digest))?;
+            let config: ImageConfig = serde_json::from_slice(&cfg_bytes).map_err(|e| {
+                EngineError::invalid(format!("config {}", manifest.config.digest), e.to_string())
+            })?;
+            self.store
+                .put_blob(&cfg_bytes, Some(&manifest.config.digest))?;
             for l in &manifest.layers {
-                Compression::from_media_type(&l.media_type).map_err(|e| EngineError::invalid(format!("layer {}", l.digest), e.to_string()))?;
-                let path = member_path(dir, &format!("blobs/sha256/{}", digest::sha256_hex(&l.digest).map_err(|e| EngineError::invalid("layer digest", e.to_string()))?))?;
+                Compression::from_media_type(&l.media_type).map_err(|e| {
+                    EngineError::invalid(format!("layer {}", l.digest), e.to_string())
+                })?;
+                let path = member_path(
+                    dir,
+                    &format!(
+                        "blobs/sha256/{}",
+                        digest::sha256_hex(&l.digest)
+                            .map_err(|e| EngineError::invalid("layer digest", e.to_string()))?
+                    ),
+                )?;
                 let (d, _) = self.store_file_blob(&path)?;
                 if d != l.digest {
-                    return Err(digest::DigestError::Mismatch { what: format!("blob {}", l.digest), expected: l.digest.clone(), actual: d }.into());
+                    return Err(digest::DigestError::Mismatch {
+                        what: format!("blob {}", l.digest),
+                        expected: l.digest.clone(),
+                        actual: d,
+                    }
+                    .into());
                 }
                 progress.blob_done(&d, false);
             }
-            let name = desc.annotations.as_ref().and_then(|a| a.get(REF_NAME)).cloned();
+            let name = desc
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(REF_NAME))
+                .cloned();
             let names = match name {
-                Some(n) if reference::parse_name(&n).is_ok() && !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-') => vec![normalize_loaded(&n)?],
+                Some(n)
+                    if reference::parse_name(&n).is_ok()
+                        && !n.chars().all(|c| {
+                            c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-'
+                        }) =>
+                {
+                    vec![normalize_loaded(&n)?]
+                }
                 _ => Vec::new(),
             };
             let rec = self.commit_image(&manifest, &config, names, index_digest)?;
-            out.extend(if rec.names.is_empty() { vec![format!("sha256:{}", rec.id)] } else { rec.names.clone() });
+            out.extend(if rec.names.is_empty() {
+                vec![format!("sha256:{}", rec.id)]
+            } else {
+                rec.names.clone()
+            });
         }
         Ok(out)
     }
 
     /// Copies a file into the blob store; returns its digest and size.
     pub(crate) fn store_file_blob(&self, path: &Path) -> Result<(String, u64), EngineError> {
-        let mut f = fs::File::open(path).map_err(EngineError::io(format!("opening {}", path.display())))?;
+        let mut f =
+            fs::File::open(path).map_err(EngineError::io(format!("opening {}", path.display())))?;
         let mut w = self.store.blob_writer()?;
-        let n = io::copy(&mut f, &mut w).map_err(EngineError::io(format!("storing {}", path.display())))?;
+        let n = io::copy(&mut f, &mut w)
+            .map_err(EngineError::io(format!("storing {}", path.display())))?;
         Ok((w.commit(None)?, n))
     }
 
     /// Unpacks the layers of a manifest whose blobs are stored, then adds the image.
-    pub(crate) fn commit_image(&self, manifest: &Manifest, config: &ImageConfig, names: Vec<String>, index_digest: Option<String>) -> Result<ImageRecord, EngineError> {
+    pub(crate) fn commit_image(
+        &self,
+        manifest: &Manifest,
+        config: &ImageConfig,
+        names: Vec<String>,
+        index_digest: Option<String>,
+    ) -> Result<ImageRecord, EngineError> {
         if config.rootfs.diff_ids.len() != manifest.layers.len() {
-            return Err(EngineError::invalid("image", "the manifest's layers and the config's diff IDs differ in number"));
+            return Err(EngineError::invalid(
+                "image",
+                "the manifest's layers and the config's diff IDs differ in number",
+            ));
         }
         let chains = chain_ids(&config.rootfs.diff_ids);
         for (i, l) in manifest.layers.iter().enumerate() {
@@ -345,7 +502,10 @@ impl Engine {
                 chain_id: chains[i].clone(),
                 parent: (i > 0).then(|| chains[i - 1].clone()),
             };
-            apply_from_blob(&self.store, &job).map_err(|source| EngineError::Layer { layer: l.digest.clone(), source })?;
+            apply_from_blob(&self.store, &job).map_err(|source| EngineError::Layer {
+                layer: l.digest.clone(),
+                source,
+            })?;
         }
         let manifest_bytes = serde_json::to_vec(manifest).expect("serialisable");
         let manifest_digest = self.store.put_blob(&manifest_bytes, None)?;
@@ -362,7 +522,9 @@ impl Engine {
             digests.push(manifest_digest.clone());
         }
         let rec = ImageRecord {
-            id: digest::sha256_hex(&manifest.config.digest).map_err(|e| EngineError::invalid("config digest", e.to_string()))?.to_string(),
+            id: digest::sha256_hex(&manifest.config.digest)
+                .map_err(|e| EngineError::invalid("config digest", e.to_string()))?
+                .to_string(),
             names,
             digest: digest_s,
             digests,
@@ -399,13 +561,27 @@ fn normalize_loaded(tag: &str) -> Result<String, EngineError> {
 /// A path inside an extracted archive, refusing names that leave it.
 fn member_path(dir: &Path, name: &str) -> Result<PathBuf, EngineError> {
     let p = Path::new(name);
-    if p.is_absolute() || p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-        return Err(EngineError::invalid(format!("archive member {name:?}"), "path leads out of the archive"));
+    if p.is_absolute()
+        || p.components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(EngineError::invalid(
+            format!("archive member {name:?}"),
+            "path leads out of the archive",
+        ));
     }
     let full = dir.join(p);
-    let meta = fs::symlink_metadata(&full).map_err(|_| EngineError::invalid(format!("archive member {name:?}"), "missing from the archive"))?;
+    let meta = fs::symlink_metadata(&full).map_err(|_| {
+        EngineError::invalid(
+            format!("archive member {name:?}"),
+            "missing from the archive",
+        )
+    })?;
     if !meta.is_file() {
-        return Err(EngineError::invalid(format!("archive member {name:?}"), "not a regular file"));
+        return Err(EngineError::invalid(
+            format!("archive member {name:?}"),
+            "not a regular file",
+        ));
     }
     Ok(full)
 }
@@ -414,18 +590,27 @@ fn read_member(dir: &Path, name: &str) -> Result<Vec<u8>, EngineError> {
     let p = member_path(dir, name)?;
     let len = fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
     if len > crate::registry::client::MAX_CONFIG_SIZE {
-        return Err(EngineError::invalid(format!("archive member {name:?}"), "too large"));
+        return Err(EngineError::invalid(
+            format!("archive member {name:?}"),
+            "too large",
+        ));
     }
     fs::read(&p).map_err(EngineError::io(format!("reading {name}")))
 }
 
 /// Reads a small blob of an OCI layout and checks its digest.
 fn read_blob_checked(dir: &Path, desc: &Descriptor) -> Result<Vec<u8>, EngineError> {
-    let hex = digest::sha256_hex(&desc.digest).map_err(|e| EngineError::invalid("OCI layout", e.to_string()))?;
+    let hex = digest::sha256_hex(&desc.digest)
+        .map_err(|e| EngineError::invalid("OCI layout", e.to_string()))?;
     let p = member_path(dir, &format!("blobs/sha256/{hex}"))?;
     let len = fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
-    if len > crate::registry::client::MAX_MANIFEST_SIZE.max(crate::registry::client::MAX_CONFIG_SIZE) {
-        return Err(EngineError::invalid(format!("blob {}", desc.digest), format!("{len} bytes is too large for a manifest or config")));
+    if len
+        > crate::registry::client::MAX_MANIFEST_SIZE.max(crate::registry::client::MAX_CONFIG_SIZE)
+    {
+        return Err(EngineError::invalid(
+            format!("blob {}", desc.digest),
+            format!("{len} bytes is too large for a manifest or config"),
+        ));
     }
     let b = fs::read(&p).map_err(EngineError::io(format!("reading blob {}", desc.digest)))?;
     digest::verify(&format!("blob {}", desc.digest), &b, &desc.digest)?;

@@ -6,7 +6,11 @@ use crate::engine::EngineError;
 use crate::registry::{RegistryClient, Repo};
 
 /// Succeeds when `registry` accepts `creds`.
-pub async fn check_login(registry: &str, creds: Credentials, tls_verify: Option<bool>) -> Result<(), EngineError> {
+pub async fn check_login(
+    registry: &str,
+    creds: Credentials,
+    tls_verify: Option<bool>,
+) -> Result<(), EngineError> {
     let conf = RegistriesConf::load()?;
     let host = registry.split('/').next().unwrap_or(registry);
     let insecure = match tls_verify {

@@ -39,7 +39,11 @@ pub fn normalize_tag(input: &str) -> Result<String, EngineError> {
         Some(_) => Reference::parse(input)?,
         None => Reference::from_name(&name, "localhost"),
     };
-    Ok(format!("{}:{}", r.repo_name(), r.tag.as_deref().unwrap_or("latest")))
+    Ok(format!(
+        "{}:{}",
+        r.repo_name(),
+        r.tag.as_deref().unwrap_or("latest")
+    ))
 }
 
 impl Engine {
@@ -64,13 +68,16 @@ impl Engine {
 
     pub fn image_config(&self, img: &ImageRecord) -> Result<ImageConfig, EngineError> {
         let b = self.store.read_blob(&img.config_digest)?;
-        serde_json::from_slice(&b).map_err(|e| EngineError::invalid(format!("config of image {}", img.id), e.to_string()))
+        serde_json::from_slice(&b)
+            .map_err(|e| EngineError::invalid(format!("config of image {}", img.id), e.to_string()))
     }
 
     pub fn image_manifest(&self, img: &ImageRecord) -> Result<(Manifest, String), EngineError> {
         let b = self.store.read_blob(&img.manifest_digest)?;
         let mt = crate::registry::media::detect(&b, None);
-        let m = serde_json::from_slice(&b).map_err(|e| EngineError::invalid(format!("manifest of image {}", img.id), e.to_string()))?;
+        let m = serde_json::from_slice(&b).map_err(|e| {
+            EngineError::invalid(format!("manifest of image {}", img.id), e.to_string())
+        })?;
         Ok((m, mt))
     }
 
@@ -79,7 +86,12 @@ impl Engine {
         let cfg = self.image_config(img)?;
         let (_, manifest_type) = self.image_manifest(img)?;
         let labels = cfg.labels();
-        let diff = |c: &String| self.store.layer_diff(c).ok().map(|p| p.display().to_string());
+        let diff = |c: &String| {
+            self.store
+                .layer_diff(c)
+                .ok()
+                .map(|p| p.display().to_string())
+        };
         let mut graph = serde_json::Map::new();
         if let Some(top) = img.layers.last() {
             let lowers: Vec<String> = img.layers.iter().rev().skip(1).filter_map(diff).collect();
@@ -115,7 +127,10 @@ impl Engine {
     }
 
     pub fn tag(&self, image: &str, targets: &[String]) -> Result<(), EngineError> {
-        let names = targets.iter().map(|t| normalize_tag(t)).collect::<Result<Vec<_>, _>>()?;
+        let names = targets
+            .iter()
+            .map(|t| normalize_tag(t))
+            .collect::<Result<Vec<_>, _>>()?;
         let img = self.lookup_image(image)?;
         self.store.update_images(|images| {
             for other in images.iter_mut() {
@@ -137,7 +152,10 @@ impl Engine {
 
     pub fn untag(&self, image: &str, names: &[String]) -> Result<(), EngineError> {
         let img = self.lookup_image(image)?;
-        let drop: Vec<String> = names.iter().map(|n| normalize_tag(n)).collect::<Result<_, _>>()?;
+        let drop: Vec<String> = names
+            .iter()
+            .map(|n| normalize_tag(n))
+            .collect::<Result<_, _>>()?;
         self.store.update_images(|images| {
             let Some(target) = images.iter_mut().find(|i| i.id == img.id) else {
                 return Err(EngineError::ImageNotKnown(image.to_string()));
@@ -157,7 +175,10 @@ impl Engine {
                         target.names.retain(|n| !n.ends_with(&format!("/{suffix}")));
                     }
                     if target.names.len() == before {
-                        return Err(EngineError::invalid(format!("untag {given}"), format!("{given}: tag not known")));
+                        return Err(EngineError::invalid(
+                            format!("untag {given}"),
+                            format!("{given}: tag not known"),
+                        ));
                     }
                 }
             }
@@ -167,10 +188,19 @@ impl Engine {
 
     /// `rmi`: a name removes that name, and the image once it has none left (or with
     /// `force`, all its names); an ID removes the image.
-    pub fn remove_images(&self, inputs: &[String], all: bool, force: bool) -> Result<RemoveReport, EngineError> {
+    pub fn remove_images(
+        &self,
+        inputs: &[String],
+        all: bool,
+        force: bool,
+    ) -> Result<RemoveReport, EngineError> {
         let mut report = RemoveReport::default();
         self.store.update_images(|images| {
-            let targets: Vec<String> = if all { images.iter().map(|i| i.id.clone()).collect() } else { inputs.to_vec() };
+            let targets: Vec<String> = if all {
+                images.iter().map(|i| i.id.clone()).collect()
+            } else {
+                inputs.to_vec()
+            };
             for input in &targets {
                 let Some(img) = find_image(images, input).cloned() else {
                     report.not_found.push(input.clone());
@@ -198,7 +228,8 @@ impl Engine {
                 if by_id && multiple_names && !force && !all {
                     return Err(EngineError::InUse {
                         id: img.id.clone(),
-                        detail: "it has more than one name; remove them by name, or pass --force".into(),
+                        detail: "it has more than one name; remove them by name, or pass --force"
+                            .into(),
                     });
                 }
                 images.retain(|i| i.id != img.id);
@@ -214,7 +245,8 @@ impl Engine {
     /// Removes dangling images (all images with `all`); returns their IDs.
     pub fn prune_images(&self, all: bool) -> Result<Vec<String>, EngineError> {
         let removed = self.store.update_images(|images| {
-            let (gone, keep): (Vec<_>, Vec<_>) = images.drain(..).partition(|i| all || i.names.is_empty());
+            let (gone, keep): (Vec<_>, Vec<_>) =
+                images.drain(..).partition(|i| all || i.names.is_empty());
             *images = keep;
             Ok::<_, EngineError>(gone.into_iter().map(|i| i.id).collect::<Vec<_>>())
         })?;
@@ -234,7 +266,13 @@ impl Engine {
             cfg.history.clone()
         };
         for (i, h) in steps.iter().enumerate() {
-            let super::manifest::History { created, created_by, comment, empty_layer, .. } = h.clone();
+            let super::manifest::History {
+                created,
+                created_by,
+                comment,
+                empty_layer,
+                ..
+            } = h.clone();
             let mut size = 0;
             let mut id = "<missing>".to_string();
             if !empty_layer {
@@ -254,7 +292,11 @@ impl Engine {
                 created_by: created_by.unwrap_or_default(),
                 size,
                 comment: comment.unwrap_or_default(),
-                tags: if i + 1 == steps.len() { img.repo_tags() } else { Vec::new() },
+                tags: if i + 1 == steps.len() {
+                    img.repo_tags()
+                } else {
+                    Vec::new()
+                },
             });
         }
         out.reverse();

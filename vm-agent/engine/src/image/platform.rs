@@ -31,7 +31,8 @@ impl Platform {
     /// `os/arch[/variant]`, as `--platform` takes it.
     pub fn parse(s: &str) -> Result<Platform, String> {
         let parts: Vec<&str> = s.split('/').collect();
-        let ok = |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let ok =
+            |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         match parts.as_slice() {
             [os, arch] if ok(os) && ok(arch) => Ok(Platform {
                 os: os.to_string(),
@@ -43,7 +44,9 @@ impl Platform {
                 arch: normalize_arch(arch).into(),
                 variant: Some(variant.to_string()),
             }),
-            _ => Err(format!("invalid platform {s:?}: expected OS/ARCH[/VARIANT], for example linux/arm64")),
+            _ => Err(format!(
+                "invalid platform {s:?}: expected OS/ARCH[/VARIANT], for example linux/arm64"
+            )),
         }
     }
 

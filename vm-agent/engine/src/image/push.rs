@@ -19,7 +19,13 @@ pub struct PushOptions {
 
 impl Engine {
     /// Pushes a local image; returns the manifest digest the registry now holds.
-    pub async fn push(&self, source: &str, dest: Option<&str>, opts: &PushOptions, progress: &dyn Progress) -> Result<String, EngineError> {
+    pub async fn push(
+        &self,
+        source: &str,
+        dest: Option<&str>,
+        opts: &PushOptions,
+        progress: &dyn Progress,
+    ) -> Result<String, EngineError> {
         let img = self.lookup_image(source)?;
         let dest_ref = match dest {
             Some(d) => {
@@ -42,12 +48,21 @@ impl Engine {
                         wanted.iter().any(|c| {
                             let (cr, ct, _) = split_name(c);
                             let (r, t, _) = split_name(n);
-                            t == ct && (r == cr || cr.strip_prefix("*/").is_some_and(|tail| r.ends_with(&format!("/{tail}"))))
+                            t == ct
+                                && (r == cr
+                                    || cr
+                                        .strip_prefix("*/")
+                                        .is_some_and(|tail| r.ends_with(&format!("/{tail}"))))
                         })
                     })
                     .or_else(|| img.names.first())
                     .cloned()
-                    .ok_or_else(|| EngineError::invalid(format!("push {source}"), "the image has no name: give a destination"))?;
+                    .ok_or_else(|| {
+                        EngineError::invalid(
+                            format!("push {source}"),
+                            "the image has no name: give a destination",
+                        )
+                    })?;
                 Reference::parse(&name)?
             }
         }
@@ -63,7 +78,12 @@ impl Engine {
             let want = match f.as_str() {
                 "oci" => media::OCI_MANIFEST,
                 "v2s2" | "docker" => media::DOCKER_MANIFEST,
-                other => return Err(EngineError::invalid(format!("--format {other}"), "use oci or v2s2")),
+                other => {
+                    return Err(EngineError::invalid(
+                        format!("--format {other}"),
+                        "use oci or v2s2",
+                    ));
+                }
             };
             if want != mt {
                 convert(&mut manifest, want)?;
@@ -72,7 +92,11 @@ impl Engine {
             }
         }
         progress.message("Getting image source signatures");
-        let mut blobs: Vec<(String, u64)> = manifest.layers.iter().map(|l| (l.digest.clone(), l.size)).collect();
+        let mut blobs: Vec<(String, u64)> = manifest
+            .layers
+            .iter()
+            .map(|l| (l.digest.clone(), l.size))
+            .collect();
         blobs.push((manifest.config.digest.clone(), manifest.config.size));
         for (d, size) in blobs {
             if self.client.blob_exists(&repo, &d).await? {
@@ -89,7 +113,11 @@ impl Engine {
             progress.blob_done(&d, false);
         }
         progress.message("Writing manifest to image destination");
-        let tag = dest_ref.digest.clone().or(dest_ref.tag.clone()).unwrap_or_else(|| "latest".into());
+        let tag = dest_ref
+            .digest
+            .clone()
+            .or(dest_ref.tag.clone())
+            .unwrap_or_else(|| "latest".into());
         let d = digest::sha256_of(&bytes);
         self.client.put_manifest(&repo, &tag, bytes, &mt).await?;
         Ok(d)
@@ -100,13 +128,30 @@ impl Engine {
 fn convert(m: &mut Manifest, to: &str) -> Result<(), EngineError> {
     let oci = to == media::OCI_MANIFEST;
     m.media_type = Some(to.to_string());
-    m.config.media_type = if oci { media::OCI_CONFIG } else { media::DOCKER_CONFIG }.to_string();
+    m.config.media_type = if oci {
+        media::OCI_CONFIG
+    } else {
+        media::DOCKER_CONFIG
+    }
+    .to_string();
     for l in &mut m.layers {
         l.media_type = match (l.media_type.as_str(), oci) {
-            (media::DOCKER_LAYER_GZIP | media::OCI_LAYER_GZIP, true) => media::OCI_LAYER_GZIP.into(),
-            (media::DOCKER_LAYER_GZIP | media::OCI_LAYER_GZIP, false) => media::DOCKER_LAYER_GZIP.into(),
-            ("application/vnd.docker.image.rootfs.diff.tar" | "application/vnd.oci.image.layer.v1.tar", true) => "application/vnd.oci.image.layer.v1.tar".into(),
-            ("application/vnd.docker.image.rootfs.diff.tar" | "application/vnd.oci.image.layer.v1.tar", false) => "application/vnd.docker.image.rootfs.diff.tar".into(),
+            (media::DOCKER_LAYER_GZIP | media::OCI_LAYER_GZIP, true) => {
+                media::OCI_LAYER_GZIP.into()
+            }
+            (media::DOCKER_LAYER_GZIP | media::OCI_LAYER_GZIP, false) => {
+                media::DOCKER_LAYER_GZIP.into()
+            }
+            (
+                "application/vnd.docker.image.rootfs.diff.tar"
+                | "application/vnd.oci.image.layer.v1.tar",
+                true,
+            ) => "application/vnd.oci.image.layer.v1.tar".into(),
+            (
+                "application/vnd.docker.image.rootfs.diff.tar"
+                | "application/vnd.oci.image.layer.v1.tar",
+                false,
+            ) => "application/vnd.docker.image.rootfs.diff.tar".into(),
             (other, false) => {
                 return Err(EngineError::invalid(
                     "converting to Docker schema 2",
