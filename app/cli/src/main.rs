@@ -70,7 +70,16 @@ fn report(e: &anyhow::Error) -> i32 {
     let hint = e
         .chain()
         .find_map(|c| c.downcast_ref::<capsa_engine::EngineError>())
-        .and_then(|e| e.hint());
+        .and_then(|e| e.hint())
+        .or_else(|| {
+            e.chain()
+                .filter_map(|c| c.downcast_ref::<std::io::Error>())
+                .any(|io| io.raw_os_error() == Some(libc::ENOSPC))
+                .then(|| {
+                    "the disk holding the store is full: free space, or use another --root"
+                        .to_string()
+                })
+        });
     if let Some(h) = hint {
         eprintln!("hint: {h}");
     }

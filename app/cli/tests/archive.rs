@@ -111,3 +111,24 @@ fn import_rootfs_tarball_with_changes() {
         1
     );
 }
+
+#[test]
+fn import_from_a_url() {
+    let c = Capsa::new();
+    let fake = common::fake::Fake::start();
+    let (gz, _) = common::fake::gz_tar(&[("etc/hostname", b"from-url\n")]);
+    fake.route("/rootfs.tar.gz", common::fake::Reply::new(200, gz));
+    let url = format!("http://{}/rootfs.tar.gz", fake.addr);
+    c.ok(&["import", "-q", &url, "fromurl:1"]);
+    let top = c.layer_dirs("fromurl:1").pop().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(top.join("etc/hostname")).unwrap(),
+        "from-url\n"
+    );
+    // Tried: a URL that answers 404.
+    let err = c.fails(
+        &["import", &format!("http://{}/missing.tar", fake.addr)],
+        125,
+    );
+    assert!(err.contains("404"), "{err}");
+}

@@ -378,3 +378,42 @@ fn killed_pull_leaves_nothing_and_next_pull_succeeds() {
         "leftovers of the killed pull were collected: {left:?}"
     );
 }
+
+#[test]
+fn full_disk_fails_cleanly() {
+    let reg = need!("CAPSA_TEST_REGISTRY");
+    if !is_root() {
+        eprintln!("SKIP full_disk_fails_cleanly: mounting a small tmpfs needs root");
+        return;
+    }
+    // Tried: pulling a ~2 MB image into a store on a 1 MiB filesystem.
+    let c = Capsa::new();
+    let root = c.root();
+    std::fs::create_dir_all(&root).unwrap();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(root.clone());
+    let err = c.fails(&["pull", &format!("{reg}/busybox:latest")], 125);
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(err.contains("hint:") && err.contains("full"), "{err}");
+    assert_eq!(c.image_count(), 0, "nothing half-stored");
+    // Once there is room again, the same pull succeeds.
+    let st = std::process::Command::new("mount")
+        .args(["-o", "remount,size=64m"])
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    c.ok(&["pull", "-q", &format!("{reg}/busybox:latest")]);
+    assert_eq!(c.image_count(), 1);
+}

@@ -403,3 +403,38 @@ fn token_auth_scopes() {
         &format!("{reg}/private/copy:1"),
     ]);
 }
+
+#[test]
+fn identity_token_from_auth_file() {
+    let reg = need!("CAPSA_TEST_REGISTRY_TOKEN");
+    let c = Capsa::new();
+    // An auth.json entry with an OAuth2 refresh token (what `docker login` stores for
+    // some registries) instead of a password.
+    let auth =
+        serde_json::json!({"auths": {reg.clone(): {"identitytoken": "capsa-refresh:capsa"}}});
+    std::fs::write(c.path().join("auth.json"), auth.to_string()).unwrap();
+    c.ok(&["pull", "-q", &format!("{reg}/busybox:latest")]);
+    // A refresh token the server does not know is refused.
+    let auth = serde_json::json!({"auths": {reg.clone(): {"identitytoken": "bogus"}}});
+    std::fs::write(c.path().join("auth.json"), auth.to_string()).unwrap();
+    let d = Capsa::new();
+    std::fs::copy(c.path().join("auth.json"), d.path().join("auth.json")).unwrap();
+    let err = d.fails(&["pull", &format!("{reg}/busybox:latest")], 125);
+    assert!(err.contains("authentication required"), "{err}");
+}
+
+#[test]
+fn all_tags_pulls_every_tag() {
+    let reg = need!("CAPSA_TEST_REGISTRY");
+    let c = Capsa::new();
+    c.ok(&["pull", "-q", "--all-tags", &format!("{reg}/compress")]);
+    let tags = c.ok(&["images", "--format", "{{.Tag}}"]);
+    let mut tags: Vec<&str> = tags.lines().collect();
+    tags.sort();
+    assert_eq!(tags, ["gzip", "none", "zstd"]);
+    let err = c.fails(
+        &["pull", "--all-tags", &format!("{reg}/compress:gzip")],
+        125,
+    );
+    assert!(err.contains("tag"), "{err}");
+}

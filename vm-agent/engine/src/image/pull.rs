@@ -38,6 +38,12 @@ impl Engine {
         progress: &dyn Progress,
     ) -> Result<Vec<ImageRecord>, EngineError> {
         let parsed = reference::parse_name(name)?;
+        if opts.all_tags && (parsed.tag.is_some() || parsed.digest.is_some()) {
+            return Err(EngineError::invalid(
+                format!("pull {name}"),
+                "a tag or digest can't be used with --all-tags",
+            ));
+        }
         let tty = std::io::IsTerminal::is_terminal(&std::io::stdin());
         let candidates = self.registries.resolve(&parsed, tty)?;
         let mut errors: Vec<(String, EngineError)> = Vec::new();
@@ -224,10 +230,12 @@ impl Engine {
             .collect();
         self.fetch_layers(repo, &jobs, progress).await?;
 
-        progress.blob_start(&manifest.config.digest, Some(config_bytes.len() as u64));
         self.store
             .put_blob(&config_bytes, Some(&manifest.config.digest))?;
-        progress.blob_done(&manifest.config.digest, false);
+        progress.message(&format!(
+            "Copying config {} done",
+            &digest::sha256_hex(&manifest.config.digest)?[..10]
+        ));
         progress.message("Writing manifest to image destination");
         let manifest_digest = self.store.put_blob(&bytes, None)?;
         let mut blobs = vec![manifest_digest.clone(), manifest.config.digest.clone()];

@@ -338,16 +338,41 @@ impl RegistryClient {
                 if realm.is_empty() {
                     return Ok(false);
                 }
-                let mut q: Vec<(&str, String)> = Vec::new();
-                if let Some(s) = params.get("service") {
-                    q.push(("service", s.clone()));
-                }
-                q.push(("scope", scope.to_string()));
-                let mut req = self.http(repo).get(&realm).query(&q);
-                if let Some(Credentials { username, password }) = &creds {
-                    req = req.basic_auth(username, Some(password));
-                    q.push(("account", username.clone()));
-                }
+                let service = params.get("service").cloned();
+                let req = match creds.as_ref().and_then(|c| c.as_identity_token()) {
+                    // An identity token is an OAuth2 refresh token (Docker's flow).
+                    Some(refresh) => {
+                        let mut form = url::form_urlencoded::Serializer::new(String::new());
+                        form.append_pair("grant_type", "refresh_token")
+                            .append_pair("refresh_token", refresh)
+                            .append_pair("client_id", "capsa")
+                            .append_pair("scope", scope);
+                        if let Some(s) = &service {
+                            form.append_pair("service", s);
+                        }
+                        self.http(repo)
+                            .post(&realm)
+                            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                            .body(form.finish())
+                    }
+                    None => {
+                        let mut q: Vec<(&str, String)> = Vec::new();
+                        if let Some(s) = &service {
+                            q.push(("service", s.clone()));
+                        }
+                        if !scope.is_empty() {
+                            q.push(("scope", scope.to_string()));
+                        }
+                        if let Some(c) = &creds {
+                            q.push(("account", c.username.clone()));
+                        }
+                        let req = self.http(repo).get(&realm).query(&q);
+                        match &creds {
+                            Some(c) => req.basic_auth(&c.username, Some(&c.password)),
+                            None => req,
+                        }
+                    }
+                };
                 let resp = req.send().await.map_err(|e| RegistryError::Token {
                     realm: realm.clone(),
                     detail: error_chain(&e),
