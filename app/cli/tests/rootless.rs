@@ -62,3 +62,70 @@ fn rootless_pull_maps_owners_into_subuids() {
     c.ok(&["rmi", "-a"]);
     assert_eq!(c.image_count(), 0);
 }
+
+/// A layer holding a character device: made as root, skipped with a warning rootless.
+#[test]
+fn device_nodes_are_skipped_rootless() {
+    let user = need!("CAPSA_TEST_ROOTLESS_USER");
+    if !is_root() {
+        eprintln!("SKIP device_nodes_are_skipped_rootless: needs root to switch to {user}");
+        return;
+    }
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Char);
+    h.set_path("dev/null").unwrap();
+    h.set_mode(0o666);
+    h.set_device_major(1).unwrap();
+    h.set_device_minor(3).unwrap();
+    h.set_size(0);
+    h.set_cksum();
+    b.append(&h, &[][..]).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_path("etc/os-release").unwrap();
+    h.set_mode(0o644);
+    h.set_size(3);
+    h.set_cksum();
+    b.append(&h, &b"x=1"[..]).unwrap();
+    let tar = b.into_inner().unwrap();
+    let fake = common::fake::Fake::start();
+    let d = common::fake::sha(&tar);
+    fake.image(
+        "dev",
+        "latest",
+        &tar,
+        &tar,
+        "application/vnd.oci.image.layer.v1.tar",
+        &d,
+    );
+    let name = format!("{}/dev:latest", fake.addr);
+
+    let c = Capsa::rootless(&user);
+    let out = c.run(&["pull", "--tls-verify=false", &name]);
+    assert!(out.status.success());
+    assert!(
+        stderr(&out).contains("skipping device node dev/null"),
+        "{}",
+        stderr(&out)
+    );
+    let top = c.layer_dirs(&name).pop().unwrap();
+    assert!(top.join("etc/os-release").exists());
+    assert!(!top.join("dev/null").exists());
+
+    let r = Capsa::new();
+    r.ok(&["pull", "-q", "--tls-verify=false", &name]);
+    let top = r.layer_dirs(&name).pop().unwrap();
+    let m = std::fs::symlink_metadata(top.join("dev/null")).unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+        &m.file_type()
+    ));
+    assert_eq!(m.rdev(), libc_makedev(1, 3));
+}
+
+fn libc_makedev(major: u64, minor: u64) -> u64 {
+    ((major & 0xfffff000) << 32)
+        | ((major & 0xfff) << 8)
+        | ((minor & 0xffffff00) << 12)
+        | (minor & 0xff)
+}

@@ -14,14 +14,13 @@ use serde::{Deserialize, Serialize};
 use super::manifest::{Descriptor, ImageConfig, Index, Manifest};
 use super::platform::Platform;
 use super::progress::Progress;
-use super::pull::{LayerJob, apply_from_blob};
 use super::reference::{self, Reference};
 use crate::digest::{self, HashingWriter};
 use crate::engine::{Engine, EngineError};
 use crate::layer::compression::{Compression, sniffing_decoder};
 use crate::layer::unpack::{self, UnpackOptions, WhiteoutMode};
 use crate::registry::media;
-use crate::store::{ImageRecord, chain_ids, split_name};
+use crate::store::{ImageRecord, split_name};
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
@@ -359,7 +358,8 @@ impl Engine {
                 .iter()
                 .map(|t| normalize_loaded(t))
                 .collect::<Result<Vec<_>, _>>()?;
-            let rec = self.commit_image(&manifest, &config, names, None)?;
+            let manifest_bytes = serde_json::to_vec(&manifest).expect("serialisable");
+            let rec = self.commit_image(&manifest_bytes, &manifest, &config, names, None)?;
             out.extend(if rec.names.is_empty() {
                 vec![format!("sha256:{}", rec.id)]
             } else {
@@ -457,7 +457,7 @@ impl Engine {
                 }
                 _ => Vec::new(),
             };
-            let rec = self.commit_image(&manifest, &config, names, index_digest)?;
+            let rec = self.commit_image(&bytes, &manifest, &config, names, index_digest)?;
             out.extend(if rec.names.is_empty() {
                 vec![format!("sha256:{}", rec.id)]
             } else {
@@ -475,68 +475,6 @@ impl Engine {
         let n = io::copy(&mut f, &mut w)
             .map_err(EngineError::io(format!("storing {}", path.display())))?;
         Ok((w.commit(None)?, n))
-    }
-
-    /// Unpacks the layers of a manifest whose blobs are stored, then adds the image.
-    pub(crate) fn commit_image(
-        &self,
-        manifest: &Manifest,
-        config: &ImageConfig,
-        names: Vec<String>,
-        index_digest: Option<String>,
-    ) -> Result<ImageRecord, EngineError> {
-        if config.rootfs.diff_ids.len() != manifest.layers.len() {
-            return Err(EngineError::invalid(
-                "image",
-                "the manifest's layers and the config's diff IDs differ in number",
-            ));
-        }
-        let chains = chain_ids(&config.rootfs.diff_ids);
-        for (i, l) in manifest.layers.iter().enumerate() {
-            if self.store.has_layer(&chains[i]) {
-                continue;
-            }
-            let job = LayerJob {
-                desc: l.clone(),
-                diff_id: config.rootfs.diff_ids[i].clone(),
-                chain_id: chains[i].clone(),
-                parent: (i > 0).then(|| chains[i - 1].clone()),
-            };
-            apply_from_blob(&self.store, &job).map_err(|source| EngineError::Layer {
-                layer: l.digest.clone(),
-                source,
-            })?;
-        }
-        let manifest_bytes = serde_json::to_vec(manifest).expect("serialisable");
-        let manifest_digest = self.store.put_blob(&manifest_bytes, None)?;
-        let mut blobs = vec![manifest_digest.clone(), manifest.config.digest.clone()];
-        blobs.extend(index_digest.iter().cloned());
-        blobs.extend(manifest.layers.iter().map(|l| l.digest.clone()));
-        let mut size = 0;
-        for c in &chains {
-            size += self.store.layer_record(c)?.size;
-        }
-        let digest_s = index_digest.clone().unwrap_or(manifest_digest.clone());
-        let mut digests = vec![digest_s.clone()];
-        if index_digest.is_some() {
-            digests.push(manifest_digest.clone());
-        }
-        let rec = ImageRecord {
-            id: digest::sha256_hex(&manifest.config.digest)
-                .map_err(|e| EngineError::invalid("config digest", e.to_string()))?
-                .to_string(),
-            names,
-            digest: digest_s,
-            digests,
-            manifest_digest,
-            config_digest: manifest.config.digest.clone(),
-            layers: chains,
-            blobs,
-            size,
-            created: config.created.clone(),
-            added: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-        };
-        Ok(self.store.add_image(rec)?)
     }
 }
 

@@ -137,7 +137,14 @@ impl Engine {
             annotations: None,
         };
         progress.message("Writing manifest to image destination");
-        self.commit_image(&manifest, &config, name.into_iter().collect(), None)
+        let manifest_bytes = serde_json::to_vec(&manifest).expect("serialisable");
+        self.commit_image(
+            &manifest_bytes,
+            &manifest,
+            &config,
+            name.into_iter().collect(),
+            None,
+        )
     }
 }
 

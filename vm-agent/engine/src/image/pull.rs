@@ -149,7 +149,6 @@ impl Engine {
             .or_else(|| source.tag.clone())
             .unwrap_or_else(|| "latest".into());
         let (mut bytes, mut mt, first_digest) = self.client.get_manifest(repo, &wanted).await?;
-        let mut digests = vec![first_digest.clone()];
         let mut index_bytes = None;
         if media::is_index(&mt) {
             let index: Index = serde_json::from_slice(&bytes).map_err(|e| {
@@ -167,10 +166,9 @@ impl Engine {
                     ),
                 )
             })?;
-            let (b, m, d) = self.client.get_manifest(repo, &chosen.digest).await?;
+            let (b, m, _) = self.client.get_manifest(repo, &chosen.digest).await?;
             index_bytes = Some(std::mem::replace(&mut bytes, b));
             mt = m;
-            digests.push(d);
         }
         if mt == media::DOCKER_SCHEMA1 || mt == media::DOCKER_SCHEMA1_SIGNED {
             return Err(EngineError::invalid(
@@ -237,35 +235,16 @@ impl Engine {
             &digest::sha256_hex(&manifest.config.digest)?[..10]
         ));
         progress.message("Writing manifest to image destination");
-        let manifest_digest = self.store.put_blob(&bytes, None)?;
-        let mut blobs = vec![manifest_digest.clone(), manifest.config.digest.clone()];
-        if let Some(ib) = &index_bytes {
-            blobs.push(self.store.put_blob(ib, None)?);
-        }
-        blobs.extend(manifest.layers.iter().map(|l| l.digest.clone()));
-        let mut size = 0;
-        for c in &chains {
-            size += self.store.layer_record(c)?.size;
-        }
+        let index_digest = match &index_bytes {
+            Some(ib) => Some(self.store.put_blob(ib, Some(&first_digest))?),
+            None => None,
+        };
         let stored_name = match (&name.digest, &name.tag) {
             (Some(d), _) => format!("{}@{d}", name.repo_name()),
             (None, Some(t)) => format!("{}:{t}", name.repo_name()),
             (None, None) => format!("{}:latest", name.repo_name()),
         };
-        let rec = ImageRecord {
-            id: digest::sha256_hex(&manifest.config.digest)?.to_string(),
-            names: vec![stored_name],
-            digest: first_digest,
-            digests,
-            manifest_digest,
-            config_digest: manifest.config.digest.clone(),
-            layers: chains,
-            blobs,
-            size,
-            created: config.created.clone(),
-            added: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-        };
-        Ok(self.store.add_image(rec)?)
+        self.commit_image(&bytes, &manifest, &config, vec![stored_name], index_digest)
     }
 
     /// Fetches and unpacks what the store lacks. Overlay layers are independent, so they
