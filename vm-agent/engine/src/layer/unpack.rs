@@ -93,6 +93,7 @@ pub fn unpack<R: Read>(r: R, dest: &Path, opts: UnpackOptions) -> Result<UnpackS
     let mut created: HashSet<PathBuf> = HashSet::new();
     // Directory times are set last: writing children would change them again.
     let mut dir_times: Vec<(PathBuf, u64)> = Vec::new();
+    let mut writers = Writers::new();
     for entry in archive.entries().map_err(UnpackError::Tar)? {
         let mut entry = entry.map_err(UnpackError::Tar)?;
         let raw_path = entry.path_bytes().into_owned();
@@ -107,9 +108,11 @@ pub fn unpack<R: Read>(r: R, dest: &Path, opts: UnpackOptions) -> Result<UnpackS
             .expect("cleaned path has a name")
             .to_os_string();
         let parent_rel = rel.parent().unwrap_or(Path::new(""));
+        writers.settle(dest, &rel)?;
         let parent = resolve_dir(dest, parent_rel, &ename, true)?;
 
         if let Some(hidden) = name.as_bytes().strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
+            writers.barrier()?;
             apply_whiteout(&parent, parent_rel, hidden, &name, &created, opts)?;
             continue;
         }
@@ -140,10 +143,31 @@ pub fn unpack<R: Read>(r: R, dest: &Path, opts: UnpackOptions) -> Result<UnpackS
             continue;
         }
 
-        if fs::symlink_metadata(&target).is_ok() {
+        if let Ok(m) = fs::symlink_metadata(&target) {
+            if m.is_dir() {
+                // Files below it may still be being written.
+                writers.barrier()?;
+            }
             remove_any(&target)?;
         }
-        if kind.is_file() || kind == tar::EntryType::Continuous || kind.is_gnu_sparse() {
+        let is_file = kind.is_file() || kind == tar::EntryType::Continuous || kind.is_gnu_sparse();
+        if is_file && entry.size() <= PARALLEL_MAX_FILE {
+            let mut data = Vec::with_capacity(entry.size() as usize);
+            entry.read_to_end(&mut data).map_err(UnpackError::Tar)?;
+            stats.size += data.len() as u64;
+            writers.submit(Job {
+                path: target,
+                entry: ename,
+                content: JobContent::File(data),
+                uid,
+                gid,
+                mode,
+                mtime,
+                xattrs,
+            })?;
+            created.insert(rel);
+            continue;
+        } else if is_file {
             let mut f = fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -162,9 +186,18 @@ pub fn unpack<R: Read>(r: R, dest: &Path, opts: UnpackOptions) -> Result<UnpackS
                 .link_name_bytes()
                 .map(|l| l.into_owned())
                 .unwrap_or_default();
-            std::os::unix::fs::symlink(OsStr::from_bytes(&link), &target)
-                .map_err(io_err(&target))?;
-            set_owner(&target, uid, gid, &ename)?;
+            writers.submit(Job {
+                path: target,
+                entry: ename,
+                content: JobContent::Symlink(link),
+                uid,
+                gid,
+                mode,
+                mtime,
+                xattrs,
+            })?;
+            created.insert(rel);
+            continue;
         } else if kind.is_hard_link() {
             let link = entry
                 .link_name_bytes()
@@ -179,6 +212,7 @@ pub fn unpack<R: Read>(r: R, dest: &Path, opts: UnpackOptions) -> Result<UnpackS
                 Ok(Some(p)) => p,
                 _ => return Err(escaping()),
             };
+            writers.settle(dest, &link_rel)?;
             let link_parent = match resolve_dir(
                 dest,
                 link_rel.parent().unwrap_or(Path::new("")),
@@ -232,10 +266,179 @@ pub fn unpack<R: Read>(r: R, dest: &Path, opts: UnpackOptions) -> Result<UnpackS
         set_mtime(&target, mtime);
         created.insert(rel);
     }
+    writers.finish()?;
     for (dir, mtime) in dir_times.iter().rev() {
         set_mtime(dir, *mtime);
     }
     Ok(stats)
+}
+
+/// Files up to this size are handed to the writer threads; larger ones are written by
+/// the reading thread (their cost is bandwidth, not per-file latency).
+const PARALLEL_MAX_FILE: u64 = 8 << 20;
+/// Writer threads per layer. Creating an inode costs about a millisecond on some
+/// filesystems whatever its size, and those waits overlap across threads.
+const WRITERS: usize = 4;
+
+/// A regular file or symlink to create, with its metadata.
+struct Job {
+    path: PathBuf,
+    entry: String,
+    content: JobContent,
+    uid: u64,
+    gid: u64,
+    mode: u32,
+    mtime: u64,
+    xattrs: Vec<(String, Vec<u8>)>,
+}
+
+enum JobContent {
+    File(Vec<u8>),
+    Symlink(Vec<u8>),
+}
+
+fn run_job(job: &Job) -> Result<(), UnpackError> {
+    match &job.content {
+        JobContent::File(data) => {
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&job.path)
+                .map_err(io_err(&job.path))?;
+            io::Write::write_all(&mut f, data).map_err(io_err(&job.path))?;
+            drop(f);
+            set_owner(&job.path, job.uid, job.gid, &job.entry)?;
+            // chmod after chown: chown clears setuid/setgid bits.
+            fs::set_permissions(&job.path, fs::Permissions::from_mode(job.mode))
+                .map_err(io_err(&job.path))?;
+        }
+        JobContent::Symlink(target) => {
+            std::os::unix::fs::symlink(OsStr::from_bytes(target), &job.path)
+                .map_err(io_err(&job.path))?;
+            set_owner(&job.path, job.uid, job.gid, &job.entry)?;
+        }
+    }
+    set_xattrs(&job.path, &job.xattrs);
+    set_mtime(&job.path, job.mtime);
+    Ok(())
+}
+
+/// Writer threads that create files while the tar stream is read. Anything that
+/// depends on a file being there (a hard link to it, replacing it, writing below it)
+/// first waits for the writers to drain (`barrier`).
+struct Writers {
+    tx: Option<std::sync::mpsc::SyncSender<Job>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    state: std::sync::Arc<(std::sync::Mutex<WriterState>, std::sync::Condvar)>,
+    pending: HashSet<PathBuf>,
+}
+
+#[derive(Default)]
+struct WriterState {
+    in_flight: usize,
+    error: Option<UnpackError>,
+}
+
+impl Writers {
+    fn new() -> Writers {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(256);
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        let state: std::sync::Arc<(std::sync::Mutex<WriterState>, std::sync::Condvar)> =
+            Default::default();
+        let threads = (0..WRITERS)
+            .map(|_| {
+                let rx = rx.clone();
+                let state = state.clone();
+                std::thread::spawn(move || {
+                    loop {
+                        let job = match rx.lock().expect("not poisoned").recv() {
+                            Ok(j) => j,
+                            Err(_) => return,
+                        };
+                        let res = run_job(&job);
+                        let (lock, cv) = &*state;
+                        let mut st = lock.lock().expect("not poisoned");
+                        st.in_flight -= 1;
+                        if let Err(e) = res {
+                            st.error.get_or_insert(e);
+                        }
+                        cv.notify_all();
+                    }
+                })
+            })
+            .collect();
+        Writers {
+            tx: Some(tx),
+            threads,
+            state,
+            pending: HashSet::new(),
+        }
+    }
+
+    fn submit(&mut self, job: Job) -> Result<(), UnpackError> {
+        self.take_error()?;
+        self.pending.insert(job.path.clone());
+        self.state.0.lock().expect("not poisoned").in_flight += 1;
+        self.tx
+            .as_ref()
+            .expect("open until finish")
+            .send(job)
+            .expect("writer threads live until finish");
+        Ok(())
+    }
+
+    fn take_error(&self) -> Result<(), UnpackError> {
+        match self.state.0.lock().expect("not poisoned").error.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until every submitted file exists.
+    fn barrier(&mut self) -> Result<(), UnpackError> {
+        let (lock, cv) = &*self.state;
+        let mut st = lock.lock().expect("not poisoned");
+        while st.in_flight > 0 {
+            st = cv.wait(st).expect("not poisoned");
+        }
+        drop(st);
+        self.pending.clear();
+        self.take_error()
+    }
+
+    /// Waits first when `path` or one of its parents is still being written.
+    fn settle(&mut self, dest: &Path, rel: &Path) -> Result<(), UnpackError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        if rel
+            .ancestors()
+            .any(|a| !a.as_os_str().is_empty() && self.pending.contains(&dest.join(a)))
+        {
+            self.barrier()?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<(), UnpackError> {
+        let res = self.barrier();
+        self.tx.take();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        res
+    }
+}
+
+impl Drop for Writers {
+    fn drop(&mut self) {
+        self.tx.take();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Normalises an entry path to a relative one. `None` is the layer root.
