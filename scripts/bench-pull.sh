@@ -30,13 +30,15 @@ export CONTAINERS_REGISTRIES_CONF=$work/registries.conf
 time_one() {
   local tool=$1 image=$2 base=$3 dir
   dir=$(mktemp -d "$base/store.XXXXXX")
+  # Start each run from a quiet disk: earlier runs' writeback and discards settle first.
+  sync; sleep 1
   local out
   if [[ $tool == capsa ]]; then
     out=$( { /usr/bin/time -f '%e %M' "$capsa" --root "$dir/root" --runroot "$dir/run" pull -q "$REGISTRY/$image" >/dev/null; } 2>&1 | tail -1)
   else
     out=$( { /usr/bin/time -f '%e %M' podman --root "$dir/root" --runroot "$dir/run" --storage-driver overlay pull -q --tls-verify=false "$REGISTRY/$image" >/dev/null; } 2>&1 | tail -1)
   fi
-  rm -rf "$dir"
+  rm -rf "$dir"; sync
   echo "$out"
 }
 
