@@ -6,7 +6,7 @@
 //! to. Whiteouts are either applied (vfs: the directory holds the whole root filesystem)
 //! or recorded in overlayfs form (overlay: the directory holds this layer's diff only).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::{CString, OsStr, OsString};
 use std::fs;
 use std::io::{self, Read};
@@ -94,6 +94,9 @@ pub fn unpack<R: Read>(r: R, dest: &Path, opts: UnpackOptions) -> Result<UnpackS
     // Directory times are set last: writing children would change them again.
     let mut dir_times: Vec<(PathBuf, u64)> = Vec::new();
     let mut writers = Writers::new();
+    // Directories already resolved (relative path -> real path). Only this unpack
+    // changes the tree, and anything that removes a path clears the cache.
+    let mut dirs: HashMap<PathBuf, PathBuf> = HashMap::new();
     for entry in archive.entries().map_err(UnpackError::Tar)? {
         let mut entry = entry.map_err(UnpackError::Tar)?;
         let raw_path = entry.path_bytes().into_owned();
@@ -109,10 +112,18 @@ pub fn unpack<R: Read>(r: R, dest: &Path, opts: UnpackOptions) -> Result<UnpackS
             .to_os_string();
         let parent_rel = rel.parent().unwrap_or(Path::new(""));
         writers.settle(dest, &rel)?;
-        let parent = resolve_dir(dest, parent_rel, &ename, true)?;
+        let parent = match dirs.get(parent_rel) {
+            Some(p) => p.clone(),
+            None => {
+                let p = resolve_dir(dest, parent_rel, &ename, true)?;
+                dirs.insert(parent_rel.to_path_buf(), p.clone());
+                p
+            }
+        };
 
         if let Some(hidden) = name.as_bytes().strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
             writers.barrier()?;
+            dirs.clear();
             apply_whiteout(&parent, parent_rel, hidden, &name, &created, opts)?;
             continue;
         }
@@ -129,11 +140,13 @@ pub fn unpack<R: Read>(r: R, dest: &Path, opts: UnpackOptions) -> Result<UnpackS
             match fs::symlink_metadata(&target) {
                 Ok(m) if m.is_dir() => {}
                 Ok(_) => {
+                    dirs.clear();
                     remove_any(&target)?;
                     mkdir(&target)?;
                 }
                 Err(_) => mkdir(&target)?,
             }
+            dirs.insert(rel.clone(), target.clone());
             set_owner(&target, uid, gid, &ename)?;
             fs::set_permissions(&target, fs::Permissions::from_mode(mode))
                 .map_err(io_err(&target))?;
@@ -148,6 +161,7 @@ pub fn unpack<R: Read>(r: R, dest: &Path, opts: UnpackOptions) -> Result<UnpackS
                 // Files below it may still be being written.
                 writers.barrier()?;
             }
+            dirs.clear();
             remove_any(&target)?;
         }
         let is_file = kind.is_file() || kind == tar::EntryType::Continuous || kind.is_gnu_sparse();

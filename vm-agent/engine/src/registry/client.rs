@@ -489,13 +489,11 @@ impl RegistryClient {
         let resp = self
             .send(
                 repo,
-                Req {
-                    method: Method::GET,
-                    path: format!("/v2/{}/manifests/{reference}", repo.repository),
-                    headers: h,
-                    body: None,
-                    push: false,
-                },
+                Req::new(
+                    Method::GET,
+                    format!("/v2/{}/manifests/{reference}", repo.repository),
+                )
+                .headers(h),
                 &what,
             )
             .await?;
@@ -552,13 +550,10 @@ impl RegistryClient {
         let what = format!("fetching blob {digest_s}");
         self.send(
             repo,
-            Req {
-                method: Method::GET,
-                path: format!("/v2/{}/blobs/{digest_s}", repo.repository),
-                headers: HeaderMap::new(),
-                body: None,
-                push: false,
-            },
+            Req::new(
+                Method::GET,
+                format!("/v2/{}/blobs/{digest_s}", repo.repository),
+            ),
             &what,
         )
         .await
@@ -569,13 +564,11 @@ impl RegistryClient {
         match self
             .send(
                 repo,
-                Req {
-                    method: Method::HEAD,
-                    path: format!("/v2/{}/blobs/{digest_s}", repo.repository),
-                    headers: HeaderMap::new(),
-                    body: None,
-                    push: true,
-                },
+                Req::new(
+                    Method::HEAD,
+                    format!("/v2/{}/blobs/{digest_s}", repo.repository),
+                )
+                .push(),
                 &what,
             )
             .await
@@ -597,13 +590,11 @@ impl RegistryClient {
         let resp = self
             .send(
                 repo,
-                Req {
-                    method: Method::POST,
-                    path: format!("/v2/{}/blobs/uploads/", repo.repository),
-                    headers: HeaderMap::new(),
-                    body: None,
-                    push: true,
-                },
+                Req::new(
+                    Method::POST,
+                    format!("/v2/{}/blobs/uploads/", repo.repository),
+                )
+                .push(),
                 &what,
             )
             .await?;
@@ -625,13 +616,7 @@ impl RegistryClient {
         );
         self.send(
             repo,
-            Req {
-                method: Method::PUT,
-                path: url,
-                headers: h,
-                body: Some(body),
-                push: true,
-            },
+            Req::new(Method::PUT, url).headers(h).body(body).push(),
             &what,
         )
         .await?;
@@ -659,13 +644,13 @@ impl RegistryClient {
         );
         self.send(
             repo,
-            Req {
-                method: Method::PUT,
-                path: format!("/v2/{}/manifests/{reference}", repo.repository),
-                headers: h,
-                body: Some(Body::Bytes(bytes)),
-                push: true,
-            },
+            Req::new(
+                Method::PUT,
+                format!("/v2/{}/manifests/{reference}", repo.repository),
+            )
+            .headers(h)
+            .body(Body::Bytes(bytes))
+            .push(),
             &what,
         )
         .await?;
@@ -677,13 +662,7 @@ impl RegistryClient {
         let resp = self
             .send(
                 repo,
-                Req {
-                    method: Method::GET,
-                    path: format!("/v2/{}/tags/list", repo.repository),
-                    headers: HeaderMap::new(),
-                    body: None,
-                    push: false,
-                },
+                Req::new(Method::GET, format!("/v2/{}/tags/list", repo.repository)),
                 &what,
             )
             .await?;
@@ -707,6 +686,30 @@ struct Req {
     headers: HeaderMap,
     body: Option<Body>,
     push: bool,
+}
+
+impl Req {
+    fn new(method: Method, path: String) -> Req {
+        Req {
+            method,
+            path,
+            headers: HeaderMap::new(),
+            body: None,
+            push: false,
+        }
+    }
+    fn headers(mut self, h: HeaderMap) -> Req {
+        self.headers = h;
+        self
+    }
+    fn body(mut self, b: Body) -> Req {
+        self.body = Some(b);
+        self
+    }
+    fn push(mut self) -> Req {
+        self.push = true;
+        self
+    }
 }
 
 /// A request body that can be sent again (after a 401 or a retry).
