@@ -438,3 +438,41 @@ fn all_tags_pulls_every_tag() {
     );
     assert!(err.contains("tag"), "{err}");
 }
+
+#[test]
+fn short_name_prompt_on_a_terminal() {
+    let reg = need!("CAPSA_TEST_REGISTRY");
+    let c = Capsa::new();
+    let conf = format!(
+        "unqualified-search-registries = [\"127.0.0.1:1\", {reg:?}]\nshort-name-mode = \"enforcing\"\n[[registry]]\nlocation = {reg:?}\ninsecure = true\n"
+    );
+    std::fs::write(c.path().join("registries.conf"), conf).unwrap();
+    // Tried: no terminal, two search registries, enforcing mode: refused as Podman does.
+    let err = c.fails(&["pull", "busybox"], 125);
+    assert!(err.contains("cannot prompt without a TTY"), "{err}");
+    // Tried: a terminal (script(1) gives capsa a pty) where the user picks the second.
+    let cmd = c.cmd(&["pull", "-q", "busybox"]);
+    let line: Vec<String> = std::iter::once(cmd.get_program().to_string_lossy().into_owned())
+        .chain(cmd.get_args().map(|a| format!("'{}'", a.to_string_lossy())))
+        .collect();
+    let mut script = std::process::Command::new("script");
+    script.args(["-qec", &line.join(" "), "/dev/null"]);
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            script.env(k, v);
+        }
+    }
+    script
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = script.spawn().unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"2\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("Please select an image"), "{text}");
+    assert_eq!(
+        c.ok(&["images", "--format", "{{.Repository}}"]).trim(),
+        format!("{reg}/busybox")
+    );
+}

@@ -58,6 +58,7 @@ pub async fn pull(engine: &Engine, a: PullArgs) -> Result<()> {
         platform,
         tls_verify: a.tls.tls_verify,
         all_tags: a.all_tags,
+        chooser: Some(std::sync::Arc::new(choose_image)),
     };
     let progress = StderrProgress::new(a.quiet);
     let images = engine.pull(&a.name, &opts, &progress).await?;
@@ -65,6 +66,26 @@ pub async fn pull(engine: &Engine, a: PullArgs) -> Result<()> {
         println!("{}", img.id);
     }
     Ok(())
+}
+
+/// The short-name prompt: which registry did the user mean?
+fn choose_image(name: &str, refs: &[capsa_engine::image::reference::Reference]) -> Option<usize> {
+    use std::io::BufRead;
+    let mut tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .ok()?;
+    let _ = writeln!(tty, "? Please select an image for {name}:");
+    for (i, r) in refs.iter().enumerate() {
+        let _ = writeln!(tty, "  {}) {r}", i + 1);
+    }
+    let _ = write!(tty, "Enter a number [1-{}]: ", refs.len());
+    let _ = tty.flush();
+    let mut line = String::new();
+    std::io::BufReader::new(&tty).read_line(&mut line).ok()?;
+    let n: usize = line.trim().parse().ok()?;
+    (1..=refs.len()).contains(&n).then(|| n - 1)
 }
 
 pub async fn push(engine: &Engine, a: PushArgs) -> Result<()> {

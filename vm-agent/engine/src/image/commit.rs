@@ -43,7 +43,9 @@ impl Engine {
         let mut blobs = vec![manifest_digest.clone(), manifest.config.digest.clone()];
         blobs.extend(index_digest.iter().cloned());
         blobs.extend(manifest.layers.iter().map(|l| l.digest.clone()));
-        let mut size = 0;
+        // Podman's image size: the uncompressed layers plus the metadata containers/storage
+        // keeps with the image (the config once, the manifest twice: by name and by digest).
+        let mut size = manifest.config.size + 2 * manifest_bytes.len() as u64;
         for c in &chains {
             size += self.store.layer_record(c)?.size;
         }

@@ -106,7 +106,12 @@ impl Engine {
             "RepoTags": img.repo_tags(),
             "RepoDigests": img.repo_digests(),
             "Parent": "",
-            "Comment": cfg.extra.get("comment").cloned().unwrap_or(json!("")),
+            "Comment": cfg
+                .extra
+                .get("comment")
+                .cloned()
+                .or_else(|| cfg.history.last().and_then(|h| h.comment.clone()).map(Value::from))
+                .unwrap_or(json!("")),
             "Created": cfg.created,
             "Config": cfg.config.clone().unwrap_or(json!({})),
             "Version": cfg.extra.get("docker_version").cloned().unwrap_or(json!("")),

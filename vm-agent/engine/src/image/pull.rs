@@ -21,12 +21,18 @@ use crate::store::{BlobWriter, ImageRecord, LayerRecord, Store, chain_ids};
 /// Layers fetched at once.
 const PARALLEL_LAYERS: usize = 4;
 
-#[derive(Debug, Clone, Default)]
+/// Asks the user which of several fully qualified names a short name means; `None`
+/// cancels.
+pub type Chooser = std::sync::Arc<dyn Fn(&str, &[Reference]) -> Option<usize> + Send + Sync>;
+
+#[derive(Clone, Default)]
 pub struct PullOptions {
     pub platform: Option<Platform>,
     /// `Some(false)`: plain HTTP and unverified TLS allowed (`--tls-verify=false`).
     pub tls_verify: Option<bool>,
     pub all_tags: bool,
+    /// Prompts on a terminal when registries.conf asks for it (short-name mode).
+    pub chooser: Option<Chooser>,
 }
 
 impl Engine {
@@ -45,7 +51,16 @@ impl Engine {
             ));
         }
         let tty = std::io::IsTerminal::is_terminal(&std::io::stdin());
-        let candidates = self.registries.resolve(&parsed, tty)?;
+        let mut candidates = self.registries.resolve(&parsed, tty)?;
+        if let Some(choose) = &opts.chooser
+            && self.registries.should_prompt(&candidates, tty)
+        {
+            let refs: Vec<Reference> = candidates.iter().map(|c| c.reference.clone()).collect();
+            let i = choose(name, &refs).ok_or_else(|| {
+                EngineError::invalid(format!("pull {name}"), "no image was selected")
+            })?;
+            candidates = vec![candidates.swap_remove(i.min(refs.len() - 1))];
+        }
         let mut errors: Vec<(String, EngineError)> = Vec::new();
         for cand in &candidates {
             let refs = if opts.all_tags {
@@ -418,12 +433,12 @@ pub(crate) fn unpack_into_store(
         whiteouts: store.whiteout_mode(),
         rootless: store.rootless(),
     };
-    let stats = match unpack::unpack(&mut diff, &tmp.path().join("diff"), opts) {
-        Ok(s) => s,
+    match unpack::unpack(&mut diff, &tmp.path().join("diff"), opts) {
+        Ok(_) => {}
         Err(unpack::UnpackError::Tar(e)) => return Err(LayerError::Decompress(e)),
         Err(e) => return Err(e.into()),
     };
-    let (diff_id, _, _) = diff.finish().map_err(LayerError::Decompress)?;
+    let (diff_id, diff_len, _) = diff.finish().map_err(LayerError::Decompress)?;
     if diff_id != job.diff_id {
         return Err(DigestError::Mismatch {
             what: "uncompressed layer (diff ID)".into(),
@@ -438,7 +453,7 @@ pub(crate) fn unpack_into_store(
             chain_id: job.chain_id.clone(),
             diff_id: job.diff_id.clone(),
             parent: job.parent.clone(),
-            size: stats.size,
+            size: diff_len,
             compressed_digest: Some(job.desc.digest.clone()),
             media_type: Some(job.desc.media_type.clone()),
         },

@@ -123,7 +123,7 @@ pub struct ImageRecord {
     /// Every blob the image keeps alive (manifests, config, compressed layers).
     #[serde(default)]
     pub blobs: Vec<String>,
-    /// Unpacked size in bytes.
+    /// Uncompressed size of all layers in bytes.
     pub size: u64,
     pub created: Option<String>,
     /// When the image entered this store (RFC 3339).
@@ -181,7 +181,7 @@ pub struct LayerRecord {
     pub chain_id: String,
     pub diff_id: String,
     pub parent: Option<String>,
-    /// Bytes of file content in this layer's diff.
+    /// Bytes of the uncompressed layer tarball (what Podman reports as its size).
     pub size: u64,
     pub compressed_digest: Option<String>,
     pub media_type: Option<String>,
