@@ -368,6 +368,23 @@ fn basic_auth_login_pull_logout() {
     c.ok(&["logout", &reg]);
     let d = Capsa::new();
     d.ok(&["pull", "-q", "--creds", "capsa:capsa-secret", &name]);
+    // --authfile on login and pull, instead of REGISTRY_AUTH_FILE's file.
+    let e = Capsa::new();
+    let custom = e.path().join("custom-auth.json");
+    let custom = custom.to_str().unwrap();
+    e.ok(&[
+        "login",
+        "--authfile",
+        custom,
+        "-u",
+        "capsa",
+        "-p",
+        "capsa-secret",
+        &reg,
+    ]);
+    assert!(!e.path().join("auth.json").exists());
+    e.fails(&["pull", "-q", &name], 125);
+    e.ok(&["pull", "-q", "--authfile", custom, &name]);
 }
 
 #[test]

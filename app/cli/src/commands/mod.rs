@@ -42,10 +42,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Login(a) => login::login(&g, a).await,
         Command::Logout(a) => login::logout(a),
         Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => {
-            image::pull(&open(&g)?, a).await
+            image::pull(&open_with_auth(&g, a.auth.authfile.clone())?, a).await
         }
         Command::Push(a) | Command::Image(ImageCommand::Push(a)) => {
-            image::push(&open(&g)?, a).await
+            image::push(&open_with_auth(&g, a.auth.authfile.clone())?, a).await
         }
         Command::Images(a) | Command::Image(ImageCommand::Ls(a)) => image::list(&open(&g)?, a),
         Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => image::remove(&open(&g)?, a),
@@ -106,8 +106,13 @@ pub fn store_options(g: &Global) -> Result<StoreOptions> {
 }
 
 fn open(g: &Global) -> Result<Engine> {
+    open_with_auth(g, None)
+}
+
+/// `auth_file`: the command's `--authfile` (clap also fills it from REGISTRY_AUTH_FILE).
+fn open_with_auth(g: &Global, auth_file: Option<PathBuf>) -> Result<Engine> {
     Ok(Engine::open(EngineOptions {
         store: store_options(g)?,
-        auth_file: None,
+        auth_file,
     })?)
 }
