@@ -292,7 +292,9 @@ pub fn unpack<R: Read>(r: R, dest: &Path, opts: UnpackOptions) -> Result<UnpackS
 const PARALLEL_MAX_FILE: u64 = 8 << 20;
 /// Writer threads per layer. Creating an inode costs about a millisecond on some
 /// filesystems whatever its size, and those waits overlap across threads.
-const WRITERS: usize = 4;
+const WRITERS: usize = 8;
+/// Jobs queued per writer: lets the reader run ahead into other directories.
+const QUEUE: usize = 512;
 
 /// A regular file or symlink to create, with its metadata.
 struct Job {
@@ -343,7 +345,7 @@ fn run_job(job: &Job) -> Result<(), UnpackError> {
 /// depends on a file being there (a hard link to it, replacing it, writing below it)
 /// first waits for the writers to drain (`barrier`).
 struct Writers {
-    tx: Option<std::sync::mpsc::SyncSender<Job>>,
+    txs: Vec<std::sync::mpsc::SyncSender<Job>>,
     threads: Vec<std::thread::JoinHandle<()>>,
     state: std::sync::Arc<(std::sync::Mutex<WriterState>, std::sync::Condvar)>,
     pending: HashSet<PathBuf>,
@@ -357,20 +359,16 @@ struct WriterState {
 
 impl Writers {
     fn new() -> Writers {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(256);
-        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
         let state: std::sync::Arc<(std::sync::Mutex<WriterState>, std::sync::Condvar)> =
             Default::default();
+        let mut txs = Vec::with_capacity(WRITERS);
         let threads = (0..WRITERS)
             .map(|_| {
-                let rx = rx.clone();
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(QUEUE);
+                txs.push(tx);
                 let state = state.clone();
                 std::thread::spawn(move || {
-                    loop {
-                        let job = match rx.lock().expect("not poisoned").recv() {
-                            Ok(j) => j,
-                            Err(_) => return,
-                        };
+                    for job in rx {
                         let res = run_job(&job);
                         let (lock, cv) = &*state;
                         let mut st = lock.lock().expect("not poisoned");
@@ -384,20 +382,23 @@ impl Writers {
             })
             .collect();
         Writers {
-            tx: Some(tx),
+            txs,
             threads,
             state,
             pending: HashSet::new(),
         }
     }
 
+    /// Files of one directory go to one writer: creating entries in a directory takes
+    /// its lock, so writers gain only when they work in different directories.
     fn submit(&mut self, job: Job) -> Result<(), UnpackError> {
         self.take_error()?;
         self.pending.insert(job.path.clone());
         self.state.0.lock().expect("not poisoned").in_flight += 1;
-        self.tx
-            .as_ref()
-            .expect("open until finish")
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&job.path.parent(), &mut h);
+        let i = (std::hash::Hasher::finish(&h) % self.txs.len() as u64) as usize;
+        self.txs[i]
             .send(job)
             .expect("writer threads live until finish");
         Ok(())
@@ -438,7 +439,7 @@ impl Writers {
 
     fn finish(mut self) -> Result<(), UnpackError> {
         let res = self.barrier();
-        self.tx.take();
+        self.txs.clear();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -448,7 +449,7 @@ impl Writers {
 
 impl Drop for Writers {
     fn drop(&mut self) {
-        self.tx.take();
+        self.txs.clear();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -822,6 +823,51 @@ mod tests {
 
     fn regular() -> tar::EntryType {
         tar::EntryType::Regular
+    }
+
+    #[test]
+    fn parallel_writers_keep_tar_order() {
+        // Many files over many directories, then entries that depend on earlier ones:
+        // hard links to them, a second copy of a path (the later one wins), a symlink
+        // used as a parent, and a directory replaced by a file.
+        let (_t, l) = sandbox();
+        let mut tb = Tb::new();
+        for i in 0..1500 {
+            tb.file(&format!("d{}/f{i}", i % 37), format!("v1-{i}").as_bytes());
+        }
+        for i in (0..1500).step_by(10) {
+            tb.hardlink(&format!("links/h{i}"), &format!("d{}/f{i}", i % 37));
+        }
+        for i in (0..1500).step_by(7) {
+            tb.file(&format!("d{}/f{i}", i % 37), format!("v2-{i}").as_bytes());
+        }
+        tb.symlink("via", "d3");
+        tb.file("via/through-link", b"ok");
+        tb.file("d5", b"now a file");
+        apply(tb, &l, opts()).unwrap();
+        for i in 0..1500 {
+            let want = if i % 7 == 0 {
+                format!("v2-{i}")
+            } else {
+                format!("v1-{i}")
+            };
+            if i % 37 == 5 {
+                continue; // d5 was replaced by a file
+            }
+            assert_eq!(
+                fs::read_to_string(l.join(format!("d{}/f{i}", i % 37))).unwrap(),
+                want
+            );
+        }
+        for i in (0..1500).step_by(10) {
+            // A link made before the path was rewritten keeps the first content.
+            assert_eq!(
+                fs::read_to_string(l.join(format!("links/h{i}"))).unwrap(),
+                format!("v1-{i}")
+            );
+        }
+        assert_eq!(fs::read(l.join("d3/through-link")).unwrap(), b"ok");
+        assert_eq!(fs::read(l.join("d5")).unwrap(), b"now a file");
     }
 
     #[test]
