@@ -52,7 +52,8 @@ impl Progress for StderrProgress {
 
     fn blob_start(&self, digest: &str, size: Option<u64>) {
         let Some(m) = &self.bars else {
-            self.line(&format!("Copying blob {}", short(digest)));
+            // Podman's plain output names the whole digest once.
+            self.line(&format!("Copying blob {digest}"));
             return;
         };
         let bar = m.add(ProgressBar::new(size.unwrap_or(0)));
@@ -87,7 +88,7 @@ impl Progress for StderrProgress {
                 "Copying blob {} skipped: already exists",
                 short(digest)
             )),
-            None => self.line(&format!("Copying blob {} done", short(digest))),
+            None => {}
         }
     }
 }
