@@ -6,6 +6,7 @@
 //!
 //! It does not know about VMs, transports or the CLI's output formats.
 
+pub mod container;
 pub mod digest;
 pub mod engine;
 pub mod image;
