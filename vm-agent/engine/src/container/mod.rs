@@ -2,4 +2,5 @@
 //! lifecycle (monitor, state, commands) is built on this in the containers issue.
 
 pub mod rootfs;
+pub mod runtime;
 pub mod spec;
