@@ -4,3 +4,4 @@
 pub mod rootfs;
 pub mod runtime;
 pub mod spec;
+pub mod state;

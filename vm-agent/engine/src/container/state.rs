@@ -1,0 +1,298 @@
+//! Container records on disk: `<root>/containers/<id>/container.json`, each replaced
+//! by an atomic rename and changed under its own flock; creation (which must keep names
+//! unique) is serialised by `<root>/containers.lock`. Nothing lives in a daemon, so any
+//! `capsa` process sees the same containers.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::lock::FileLock;
+use crate::store::write_atomic;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("the container name \"{0}\" is already in use")]
+    NameInUse(String),
+    #[error("invalid container name {0:?}: names must match [a-zA-Z0-9][a-zA-Z0-9_.-]*")]
+    BadName(String),
+    #[error("no container with name or ID \"{0}\" found")]
+    NotFound(String),
+    #[error("{action} {path}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("corrupt container record {path}")]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+fn io_at(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StateError {
+    let path = path.to_path_buf();
+    move |source| StateError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    #[default]
+    Created,
+    Running,
+    Paused,
+    Stopped,
+    Exited,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub name: String,
+    pub image_id: String,
+    pub image_name: String,
+    pub command: Vec<String>,
+    pub created: String,
+    pub status: Status,
+    pub pid: i32,
+    pub exit_code: Option<i32>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// The containers of one store root.
+pub struct Containers {
+    dir: PathBuf,
+    lock: PathBuf,
+    tmp: PathBuf,
+}
+
+/// A name is valid when it matches Docker's `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+pub fn valid_name(n: &str) -> bool {
+    let mut c = n.chars();
+    c.next().is_some_and(|f| f.is_ascii_alphanumeric())
+        && c.all(|x| x.is_ascii_alphanumeric() || "_.-".contains(x))
+}
+
+/// A fresh 64-hex-digit container ID.
+pub fn new_id() -> String {
+    let bytes: [u8; 32] = rand::random();
+    hex::encode(bytes)
+}
+
+/// A Docker-style `adjective_noun` name.
+pub fn generate_name() -> String {
+    const ADJ: &[&str] = &[
+        "brave", "calm", "eager", "fervent", "gentle", "happy", "jolly", "keen", "lucid", "merry",
+        "nimble", "quirky", "serene", "sharp", "stoic", "vibrant", "wizardly", "zealous",
+    ];
+    const NOUN: &[&str] = &[
+        "babbage", "curie", "darwin", "euler", "faraday", "galois", "hopper", "kepler", "lovelace",
+        "noether", "pascal", "ritchie", "shannon", "tesla", "turing", "wozniak",
+    ];
+    let a = ADJ[rand::random_range(0..ADJ.len())];
+    let n = NOUN[rand::random_range(0..NOUN.len())];
+    format!("{a}_{n}")
+}
+
+impl Containers {
+    pub fn new(root: &Path) -> Result<Containers, StateError> {
+        let dir = root.join("containers");
+        fs::create_dir_all(&dir).map_err(io_at("creating", &dir))?;
+        let tmp = root.join("tmp");
+        fs::create_dir_all(&tmp).map_err(io_at("creating", &tmp))?;
+        Ok(Containers {
+            lock: root.join("containers.lock"),
+            dir,
+            tmp,
+        })
+    }
+
+    fn record_path(&self, id: &str) -> PathBuf {
+        self.dir.join(id).join("container.json")
+    }
+
+    /// Adds a container; `rec.name` empty picks a free generated name.
+    pub fn create(&self, mut rec: ContainerRecord) -> Result<ContainerRecord, StateError> {
+        if !rec.name.is_empty() && !valid_name(&rec.name) {
+            return Err(StateError::BadName(rec.name));
+        }
+        let _l = FileLock::exclusive(&self.lock).map_err(io_at("locking", &self.lock))?;
+        let existing = self.list()?;
+        if rec.name.is_empty() {
+            rec.name = loop {
+                let n = generate_name();
+                if !existing.iter().any(|c| c.name == n) {
+                    break n;
+                }
+            };
+        } else if existing.iter().any(|c| c.name == rec.name) {
+            return Err(StateError::NameInUse(rec.name));
+        }
+        if rec.id.is_empty() {
+            rec.id = new_id();
+        }
+        let d = self.dir.join(&rec.id);
+        fs::create_dir(&d).map_err(io_at("creating", &d))?;
+        self.write(&rec)?;
+        Ok(rec)
+    }
+
+    fn write(&self, rec: &ContainerRecord) -> Result<(), StateError> {
+        let bytes = serde_json::to_vec_pretty(rec).expect("serialisable");
+        write_atomic(&self.tmp, &self.record_path(&rec.id), &bytes)?;
+        Ok(())
+    }
+
+    pub fn get(&self, id: &str) -> Result<ContainerRecord, StateError> {
+        let p = self.record_path(id);
+        let b = fs::read(&p).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => StateError::NotFound(id.to_string()),
+            _ => io_at("reading", &p)(e),
+        })?;
+        serde_json::from_slice(&b).map_err(|source| StateError::Corrupt { path: p, source })
+    }
+
+    /// Every container, oldest first. A directory without a record (a create that was
+    /// killed half way) is skipped.
+    pub fn list(&self) -> Result<Vec<ContainerRecord>, StateError> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(&self.dir)
+            .map_err(io_at("reading", &self.dir))?
+            .flatten()
+        {
+            match self.get(&e.file_name().to_string_lossy()) {
+                Ok(r) => out.push(r),
+                Err(StateError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        out.sort_by(|a, b| a.created.cmp(&b.created));
+        Ok(out)
+    }
+
+    /// By full name, full ID or unique ID prefix.
+    pub fn lookup(&self, input: &str) -> Result<ContainerRecord, StateError> {
+        let all = self.list()?;
+        if let Some(c) = all.iter().find(|c| c.name == input || c.id == input) {
+            return Ok(c.clone());
+        }
+        let hits: Vec<&ContainerRecord> = all.iter().filter(|c| c.id.starts_with(input)).collect();
+        match hits.as_slice() {
+            [one] => Ok((*one).clone()),
+            _ => Err(StateError::NotFound(input.to_string())),
+        }
+    }
+
+    /// Read-modify-write of one record under its own lock.
+    pub fn update<T>(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut ContainerRecord) -> T,
+    ) -> Result<T, StateError> {
+        let lp = self.dir.join(id).join("lock");
+        let _l = FileLock::exclusive(&lp).map_err(io_at("locking", &lp))?;
+        let mut rec = self.get(id)?;
+        let out = f(&mut rec);
+        self.write(&rec)?;
+        Ok(out)
+    }
+
+    pub fn remove(&self, id: &str) -> Result<(), StateError> {
+        let d = self.dir.join(id);
+        // Rename first, so a half-removed container is never listed.
+        let doomed = self.tmp.join(format!("rm-{id}"));
+        fs::rename(&d, &doomed).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => StateError::NotFound(id.to_string()),
+            _ => io_at("removing", &d)(e),
+        })?;
+        crate::store::remove_tree(&doomed);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(name: &str) -> ContainerRecord {
+        ContainerRecord {
+            name: name.into(),
+            image_id: "abc".into(),
+            created: chrono::Utc::now().to_rfc3339(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn names_are_unique_and_checked() {
+        let t = tempfile::tempdir().unwrap();
+        let c = Containers::new(t.path()).unwrap();
+        let a = c.create(rec("web")).unwrap();
+        assert_eq!(a.id.len(), 64);
+        let err = c.create(rec("web")).unwrap_err();
+        assert!(err.to_string().contains("already in use"), "{err}");
+        assert!(matches!(c.create(rec("-bad")), Err(StateError::BadName(_))));
+        let g = c.create(rec("")).unwrap();
+        assert!(g.name.contains('_'));
+        assert_eq!(c.lookup("web").unwrap().id, a.id);
+        assert_eq!(c.lookup(&a.id[..12]).unwrap().name, "web");
+        assert!(matches!(c.lookup("nope"), Err(StateError::NotFound(_))));
+    }
+
+    #[test]
+    fn update_and_remove() {
+        let t = tempfile::tempdir().unwrap();
+        let c = Containers::new(t.path()).unwrap();
+        let a = c.create(rec("x")).unwrap();
+        c.update(&a.id, |r| {
+            r.status = Status::Exited;
+            r.exit_code = Some(3);
+        })
+        .unwrap();
+        assert_eq!(c.get(&a.id).unwrap().exit_code, Some(3));
+        c.remove(&a.id).unwrap();
+        assert!(c.list().unwrap().is_empty());
+        assert!(matches!(c.remove(&a.id), Err(StateError::NotFound(_))));
+    }
+
+    #[test]
+    fn twenty_creates_at_once_all_succeed() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().to_path_buf();
+        let handles: Vec<_> = (0..20)
+            .map(|i| {
+                let root = root.clone();
+                std::thread::spawn(move || {
+                    let c = Containers::new(&root).unwrap();
+                    c.create(rec(&format!("c{i}"))).unwrap();
+                    // And a generated name each, racing for uniqueness.
+                    c.create(rec("")).unwrap();
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        let all = Containers::new(&root).unwrap().list().unwrap();
+        assert_eq!(all.len(), 40);
+        let mut names: Vec<&str> = all.iter().map(|c| c.name.as_str()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), 40, "every name unique");
+    }
+}
