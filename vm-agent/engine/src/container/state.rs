@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::store::lock::FileLock;
-use crate::store::write_atomic;
+use crate::store::{io_at, write_atomic};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -20,13 +20,6 @@ pub enum StateError {
     BadName(String),
     #[error("no container with name or ID \"{0}\" found")]
     NotFound(String),
-    #[error("{action} {path}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
     #[error("corrupt container record {path}")]
     Corrupt {
         path: PathBuf,
@@ -35,15 +28,6 @@ pub enum StateError {
     },
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
-}
-
-fn io_at(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StateError {
-    let path = path.to_path_buf();
-    move |source| StateError::Io {
-        action,
-        path,
-        source,
-    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,7 +146,7 @@ impl Containers {
         let p = self.record_path(id);
         let b = fs::read(&p).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => StateError::NotFound(id.to_string()),
-            _ => io_at("reading", &p)(e),
+            _ => io_at("reading", &p)(e).into(),
         })?;
         serde_json::from_slice(&b).map_err(|source| StateError::Corrupt { path: p, source })
     }
@@ -218,7 +202,7 @@ impl Containers {
         let doomed = self.tmp.join(format!("rm-{id}"));
         fs::rename(&d, &doomed).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => StateError::NotFound(id.to_string()),
-            _ => io_at("removing", &d)(e),
+            _ => io_at("removing", &d)(e).into(),
         })?;
         crate::store::remove_tree(&doomed);
         Ok(())
