@@ -96,9 +96,6 @@ impl EngineError {
             EngineError::ImageNotKnown(_) => {
                 Some("`capsa images` lists the images in this store".into())
             }
-            EngineError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
-                Some("the disk is full: free space and try again".into())
-            }
             EngineError::InUse { .. } => Some("pass --force to remove it anyway".into()),
             _ => None,
         }
@@ -212,14 +209,10 @@ pub fn find_image<'a>(images: &'a [ImageRecord], input: &str) -> Option<&'a Imag
     }
     for cand in local_candidates(input) {
         let (c_repo, c_tag, c_digest) = split_name(&cand);
-        let repo_matches = |repo: &str| match c_repo.strip_prefix("*/") {
-            Some(tail) => repo.ends_with(&format!("/{tail}")),
-            None => repo == c_repo,
-        };
         for img in images {
             for n in &img.names {
                 let (repo, tag, _) = split_name(n);
-                if !repo_matches(repo) {
+                if !repo_matches(c_repo, repo) {
                     continue;
                 }
                 match c_digest {
@@ -232,4 +225,24 @@ pub fn find_image<'a>(images: &'a [ImageRecord], input: &str) -> Option<&'a Imag
         }
     }
     None
+}
+
+/// A candidate's repository (`*/tail` stands for any repository ending in `/tail`)
+/// against a stored one.
+fn repo_matches(candidate: &str, repo: &str) -> bool {
+    match candidate.strip_prefix("*/") {
+        Some(tail) => repo.ends_with(&format!("/{tail}")),
+        None => repo == candidate,
+    }
+}
+
+/// The stored name among `names` that the user's `input` refers to (by tag).
+pub(crate) fn name_for<'a>(names: &'a [String], input: &str) -> Option<&'a String> {
+    local_candidates(input).iter().find_map(|c| {
+        let (c_repo, c_tag, _) = split_name(c);
+        names.iter().find(|n| {
+            let (repo, tag, _) = split_name(n);
+            repo_matches(c_repo, repo) && tag == c_tag
+        })
+    })
 }

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use super::manifest::{ImageConfig, Manifest};
 use super::reference::{self, Reference};
 use crate::engine::{Engine, EngineError, find_image};
-use crate::store::{ImageRecord, split_name};
+use crate::store::ImageRecord;
 
 /// What `rmi` did.
 #[derive(Debug, Default)]
@@ -215,13 +215,7 @@ impl Engine {
                 let multiple_names = img.repo_tags().len() > 1;
                 if !by_id && multiple_names && !force {
                     // Remove just the name the user gave.
-                    let full = match crate::engine::local_candidates(input)
-                        .into_iter()
-                        .find(|c| img.names.iter().any(|n| names_match(c, n)))
-                    {
-                        Some(c) => img.names.iter().find(|n| names_match(&c, n)).cloned(),
-                        None => None,
-                    };
+                    let full = crate::engine::name_for(&img.names, input).cloned();
                     if let Some(full) = full
                         && let Some(i) = images.iter_mut().find(|i| i.id == img.id)
                     {
@@ -307,14 +301,4 @@ impl Engine {
         out.reverse();
         Ok(out)
     }
-}
-
-fn names_match(candidate: &str, name: &str) -> bool {
-    let (c_repo, c_tag, _) = split_name(candidate);
-    let (repo, tag, _) = split_name(name);
-    let repo_ok = match c_repo.strip_prefix("*/") {
-        Some(tail) => repo.ends_with(&format!("/{tail}")),
-        None => repo == c_repo,
-    };
-    repo_ok && tag == c_tag
 }

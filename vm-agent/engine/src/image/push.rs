@@ -8,7 +8,6 @@ use crate::digest;
 use crate::engine::{Engine, EngineError};
 use crate::registry::client::Body;
 use crate::registry::media;
-use crate::store::split_name;
 
 #[derive(Debug, Clone, Default)]
 pub struct PushOptions {
@@ -40,21 +39,7 @@ impl Engine {
                 Reference::parse(d)?
             }
             None => {
-                let wanted = crate::engine::local_candidates(source);
-                let name = img
-                    .names
-                    .iter()
-                    .find(|n| {
-                        wanted.iter().any(|c| {
-                            let (cr, ct, _) = split_name(c);
-                            let (r, t, _) = split_name(n);
-                            t == ct
-                                && (r == cr
-                                    || cr
-                                        .strip_prefix("*/")
-                                        .is_some_and(|tail| r.ends_with(&format!("/{tail}"))))
-                        })
-                    })
+                let name = crate::engine::name_for(&img.names, source)
                     .or_else(|| img.names.first())
                     .cloned()
                     .ok_or_else(|| {

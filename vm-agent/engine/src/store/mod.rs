@@ -84,9 +84,6 @@ impl StoreError {
             StoreError::DriverMismatch { stored, .. } => Some(format!(
                 "pass --storage-driver {stored}, or use another --root for the other driver"
             )),
-            StoreError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
-                Some("the disk holding the store is full: free space or use another --root".into())
-            }
             _ => None,
         }
     }
