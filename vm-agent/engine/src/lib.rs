@@ -11,9 +11,11 @@ pub mod digest;
 pub mod engine;
 pub mod image;
 pub mod layer;
+pub mod network;
 pub mod registry;
 pub mod store;
 pub mod userns;
+pub mod volume;
 
 pub use engine::{Engine, EngineError, EngineOptions};
 

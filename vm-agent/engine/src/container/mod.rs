@@ -1,6 +1,9 @@
-//! Containers: the OCI runtime bundle (config.json) a container runs from. The
-//! lifecycle (monitor, state, commands) is built on this in the containers issue.
+//! Containers: the OCI runtime bundle (config.json), the root filesystem, the runtime's
+//! command line, records on disk, the monitor's log and attach socket as seen from the
+//! engine.
 
+pub mod attach;
+pub mod logs;
 pub mod rootfs;
 pub mod runtime;
 pub mod spec;

@@ -1,0 +1,1 @@
+//! Attaching to a container through its monitor's socket (see docs/internals.md).

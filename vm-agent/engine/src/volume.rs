@@ -1,0 +1,1 @@
+//! Named volumes: `<root>/volumes/<name>/_data`, and the `-v`/`--mount`/`--tmpfs` flags as OCI mounts.
