@@ -23,6 +23,7 @@ impl std::fmt::Display for Exit {
 impl std::error::Error for Exit {}
 
 fn main() {
+    capsa_engine::userns::run_pause_if_asked();
     // Usage errors exit 125 like Podman's; --help and --version exit 0.
     let cli = match cli::Cli::try_parse() {
         Ok(c) => c,

@@ -80,11 +80,7 @@ pub fn store_options(g: &Global) -> Result<StoreOptions> {
             .map(PathBuf::from)
             .or_else(|| home.as_ref().map(|h| h.join(".local/share")))
             .ok_or_else(|| anyhow::anyhow!("neither XDG_DATA_HOME nor HOME is set: pass --root"))?;
-        let run = std::env::var_os("XDG_RUNTIME_DIR")
-            .map(|d| PathBuf::from(d).join("capsa"))
-            .unwrap_or_else(|| {
-                std::env::temp_dir().join(format!("capsa-run-{}", userns::real_uid()))
-            });
+        let run = userns::runtime_dir();
         (data.join("capsa/storage"), run)
     } else {
         (
