@@ -4,6 +4,11 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+pub use crate::commands::container::{
+    CleanupArgs, CreateArgs, ExecArgs, KillArgs, ObjectInspectArgs, PsArgs, RmArgs, RunArgs,
+    StartArgs, StopArgs, WaitArgs,
+};
+
 #[derive(Parser, Debug)]
 #[command(
     name = "capsa",
@@ -54,6 +59,27 @@ pub struct AuthArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run a command in a new container
+    Run(RunArgs),
+    /// Create but do not start a container
+    Create(CreateArgs),
+    /// Start one or more containers
+    Start(StartArgs),
+    /// Stop one or more containers
+    Stop(StopArgs),
+    /// Kill one or more running containers with a specific signal
+    Kill(KillArgs),
+    /// Remove one or more containers
+    Rm(RmArgs),
+    /// List containers
+    Ps(PsArgs),
+    /// Block on one or more containers
+    Wait(WaitArgs),
+    /// Run a process in a running container
+    Exec(ExecArgs),
+    /// Manage containers
+    #[command(subcommand)]
+    Container(ContainerCommand),
     /// Pull an image from a registry
     Pull(PullArgs),
     /// Push an image to a registry
@@ -75,8 +101,8 @@ pub enum Command {
     Import(ImportArgs),
     /// Show history of a specified image
     History(HistoryArgs),
-    /// Display the configuration of an image
-    Inspect(InspectArgs),
+    /// Display the configuration of containers or images
+    Inspect(ObjectInspectArgs),
     /// Log in to a container registry
     Login(LoginArgs),
     /// Log out of a container registry
@@ -117,6 +143,34 @@ pub enum ImageCommand {
     Prune(PruneArgs),
     /// Check if an image exists in local storage
     Exists(ExistsArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ContainerCommand {
+    /// Run a command in a new container
+    Run(RunArgs),
+    /// Create but do not start a container
+    Create(CreateArgs),
+    /// Start one or more containers
+    Start(StartArgs),
+    /// Stop one or more containers
+    Stop(StopArgs),
+    /// Kill one or more running containers with a specific signal
+    Kill(KillArgs),
+    /// Remove one or more containers
+    Rm(RmArgs),
+    /// List containers
+    #[command(visible_aliases = ["ls", "list"])]
+    Ps(PsArgs),
+    /// Block on one or more containers
+    Wait(WaitArgs),
+    /// Run a process in a running container
+    Exec(ExecArgs),
+    /// Display the configuration of a container
+    Inspect(ObjectInspectArgs),
+    /// Clean up a container's run (run by capsa-monitor when the container exits)
+    #[command(hide = true)]
+    Cleanup(CleanupArgs),
 }
 
 impl Command {

@@ -55,7 +55,7 @@ fn main() {
 }
 
 /// Prints the error chain and its hint; returns the exit code.
-fn report(e: &anyhow::Error) -> i32 {
+pub(crate) fn report(e: &anyhow::Error) -> i32 {
     if let Some(Exit(code)) = e.downcast_ref::<Exit>() {
         return *code;
     }

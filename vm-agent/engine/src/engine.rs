@@ -44,6 +44,8 @@ pub enum EngineError {
     },
     #[error("{0}")]
     Multiple(String),
+    #[error(transparent)]
+    Container(#[from] crate::container::lifecycle::ContainerError),
     #[error("image {id} is in use: {detail}")]
     InUse { id: String, detail: String },
 }
@@ -93,6 +95,7 @@ impl EngineError {
                 source: LayerError::Store(e),
                 ..
             } => e.hint(),
+            EngineError::Container(e) => e.hint(),
             EngineError::ImageNotKnown(_) => {
                 Some("`capsa images` lists the images in this store".into())
             }

@@ -6,6 +6,8 @@
 //!
 //! It does not know about VMs, transports or the CLI's output formats.
 
+#![recursion_limit = "512"]
+
 pub mod container;
 pub mod digest;
 pub mod engine;

@@ -1,6 +1,8 @@
 //! One module per command noun; each turns parsed arguments into engine calls and
 //! prints the result.
 
+pub mod attach;
+pub mod container;
 mod image;
 mod login;
 
@@ -10,7 +12,7 @@ use anyhow::Result;
 use capsa_engine::store::{Driver, StoreOptions};
 use capsa_engine::{Engine, EngineOptions, userns};
 
-use crate::cli::{Cli, Command, Global, ImageCommand};
+use crate::cli::{Cli, Command, ContainerCommand, Global, ImageCommand};
 
 /// An error with a specific exit code (Podman's: 1 for "no such image" in rmi, …).
 #[derive(Debug)]
@@ -63,11 +65,41 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::History(a) | Command::Image(ImageCommand::History(a)) => {
             image::history(&open(&g)?, a)
         }
-        Command::Inspect(a) | Command::Image(ImageCommand::Inspect(a)) => {
-            image::inspect(&open(&g)?, a)
+        Command::Image(ImageCommand::Inspect(a)) => image::inspect(&open(&g)?, a),
+        Command::Inspect(a) => container::inspect(&open(&g)?, a, "all"),
+        Command::Container(ContainerCommand::Inspect(a)) => {
+            container::inspect(&open(&g)?, a, "container")
         }
         Command::Image(ImageCommand::Prune(a)) => image::prune(&open(&g)?, a),
         Command::Image(ImageCommand::Exists(a)) => image::exists(&open(&g)?, a),
+        Command::Run(a) | Command::Container(ContainerCommand::Run(a)) => {
+            container::run(&open(&g)?, a).await
+        }
+        Command::Create(a) | Command::Container(ContainerCommand::Create(a)) => {
+            container::create(&open(&g)?, a).await
+        }
+        Command::Start(a) | Command::Container(ContainerCommand::Start(a)) => {
+            container::start(&open(&g)?, a).await
+        }
+        Command::Stop(a) | Command::Container(ContainerCommand::Stop(a)) => {
+            container::stop(&open(&g)?, a)
+        }
+        Command::Kill(a) | Command::Container(ContainerCommand::Kill(a)) => {
+            container::kill(&open(&g)?, a)
+        }
+        Command::Rm(a) | Command::Container(ContainerCommand::Rm(a)) => {
+            container::rm(&open(&g)?, a)
+        }
+        Command::Ps(a) | Command::Container(ContainerCommand::Ps(a)) => {
+            container::ps(&open(&g)?, a)
+        }
+        Command::Wait(a) | Command::Container(ContainerCommand::Wait(a)) => {
+            container::wait(&open(&g)?, a)
+        }
+        Command::Exec(a) | Command::Container(ContainerCommand::Exec(a)) => {
+            container::exec(&open(&g)?, a)
+        }
+        Command::Container(ContainerCommand::Cleanup(a)) => container::cleanup(&open(&g)?, a),
     }
 }
 

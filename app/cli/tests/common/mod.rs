@@ -36,6 +36,21 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_capsa"))
 }
 
+/// `capsa-monitor`, built next to `capsa` by `cargo test --workspace`.
+pub fn monitor_bin() -> PathBuf {
+    bin().with_file_name("capsa-monitor")
+}
+
+impl Drop for Capsa {
+    /// Containers a test left behind are removed, so nothing keeps running and no
+    /// mount keeps the temporary directory busy.
+    fn drop(&mut self) {
+        if self.root().join("containers").is_dir() {
+            let _ = self.cmd(&["rm", "-af", "-t", "0"]).output();
+        }
+    }
+}
+
 impl Capsa {
     pub fn new() -> Capsa {
         Self::with_driver("overlay")
@@ -71,6 +86,9 @@ impl Capsa {
         // The binary must be reachable by the user whatever the checkout's permissions.
         let exe = dir.path().join("capsa");
         std::fs::copy(bin(), &exe).unwrap();
+        if monitor_bin().is_file() {
+            std::fs::copy(monitor_bin(), dir.path().join("capsa-monitor")).unwrap();
+        }
         let c = Capsa {
             dir,
             driver: "overlay",

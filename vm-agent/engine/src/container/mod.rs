@@ -3,6 +3,8 @@
 //! engine.
 
 pub mod attach;
+pub mod inspect;
+pub mod lifecycle;
 pub mod logs;
 pub mod rootfs;
 pub mod runtime;

@@ -234,7 +234,7 @@ pub fn build(o: &SpecOptions, rootfs: &str) -> Result<Spec, SpecError> {
 }
 
 /// Every capability the kernel knows, for `--privileged`.
-fn all_capabilities() -> Vec<String> {
+pub fn all_capabilities() -> Vec<String> {
     [
         "CAP_AUDIT_CONTROL",
         "CAP_AUDIT_READ",

@@ -56,6 +56,83 @@ pub struct ContainerRecord {
     pub finished_at: Option<String>,
     #[serde(default)]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Everything `create` was asked for; each start builds the runtime bundle from it.
+    #[serde(default)]
+    pub config: ContainerConfig,
+    /// The monitor of the current run and its start time (to tell a reused pid apart).
+    #[serde(default)]
+    pub monitor_pid: i32,
+    #[serde(default)]
+    pub monitor_start: String,
+    /// The network helper (pasta or slirp4netns) of the current run.
+    #[serde(default)]
+    pub net_pid: i32,
+    /// Set by `stop`/`kill` so that `--restart` does not bring the container back.
+    #[serde(default)]
+    pub stopped_by_user: bool,
+    #[serde(default)]
+    pub restart_count: u32,
+    /// The root filesystem is mounted and the runtime still knows the container.
+    #[serde(default)]
+    pub mounted: bool,
+    /// Why the last start failed, or what happened to a lost monitor.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
+}
+
+/// What `create`/`run` were asked for, as the engine keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ContainerConfig {
+    /// The image as the user named it.
+    pub image: String,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub workdir: String,
+    /// `-u`: user[:group], names or ids.
+    pub user: String,
+    pub hostname: String,
+    pub tty: bool,
+    /// `-i`: keep stdin open.
+    pub stdin: bool,
+    pub read_only: bool,
+    pub privileged: bool,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub no_new_privileges: bool,
+    pub seccomp_profile: Option<String>,
+    pub label_disable: bool,
+    pub userns: String,
+    pub init: bool,
+    /// "no", "on-failure", "always", "unless-stopped".
+    pub restart_policy: String,
+    pub restart_max: u32,
+    /// `--rm`: removed when it exits.
+    pub auto_remove: bool,
+    pub stop_signal: String,
+    pub stop_timeout: u32,
+    pub log_driver: String,
+    pub log_opts: std::collections::BTreeMap<String, String>,
+    pub runtime: String,
+    /// `--network` as given ("" is the default private network).
+    pub network: String,
+    pub dns: Vec<String>,
+    pub dns_search: Vec<String>,
+    pub dns_options: Vec<String>,
+    pub add_hosts: Vec<String>,
+    /// Published ports.
+    pub ports: Vec<crate::network::ports::PortMapping>,
+    /// The image's ExposedPorts (`80/tcp`), for inspect.
+    pub exposed: Vec<String>,
+    /// `-v`, `--mount`, `--tmpfs`, resolved.
+    pub mounts: Vec<crate::volume::ResolvedMount>,
+    pub memory: Option<u64>,
+    pub cpus: Option<f64>,
+    pub pids_limit: Option<i64>,
+    pub sdnotify: String,
+    pub preserve_fds: u32,
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// The containers of one store root.

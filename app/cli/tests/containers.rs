@@ -1,0 +1,345 @@
+//! Containers under a real OCI runtime (crun), from images pulled from the fixture
+//! registry. Every test runs twice: as root and as the unprivileged test user
+//! (`CAPSA_TEST_ROOTLESS_USER`, with subuids), each with its own store.
+
+mod common;
+use common::*;
+use std::io::Write;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// A store with the busybox fixture image pulled; `None` (after a loud skip) when the
+/// fixtures, crun or the monitor are missing.
+fn setup(rootless: bool) -> Option<(Capsa, String)> {
+    let Ok(reg) = std::env::var("CAPSA_TEST_REGISTRY") else {
+        eprintln!("SKIP: CAPSA_TEST_REGISTRY is not set (scripts/test.sh starts the fixtures)");
+        return None;
+    };
+    if !std::path::Path::new("/usr/bin/crun").exists() {
+        eprintln!("SKIP: crun is not installed (scripts/setup.sh installs it)");
+        return None;
+    }
+    if !monitor_bin().is_file() {
+        eprintln!(
+            "SKIP: {} is not built (run the tests with `cargo test --workspace`)",
+            monitor_bin().display()
+        );
+        return None;
+    }
+    if !is_root() {
+        eprintln!("SKIP: the container tests run as root (and switch to the rootless user)");
+        return None;
+    }
+    let c = if rootless {
+        let Ok(user) = std::env::var("CAPSA_TEST_ROOTLESS_USER") else {
+            eprintln!("SKIP: CAPSA_TEST_ROOTLESS_USER is not set");
+            return None;
+        };
+        Capsa::rootless(&user)
+    } else {
+        Capsa::new()
+    };
+    let image = format!("{reg}/busybox:latest");
+    c.ok(&["pull", "-q", &image]);
+    Some((c, image))
+}
+
+/// Runs `$body(&Capsa, &image)` as root and as the rootless user.
+macro_rules! both {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+            #[test]
+            fn root() {
+                if let Some((c, img)) = setup(false) {
+                    ($body)(&c, img.as_str());
+                }
+            }
+            #[test]
+            fn rootless() {
+                if let Some((c, img)) = setup(true) {
+                    ($body)(&c, img.as_str());
+                }
+            }
+        }
+    };
+}
+
+fn ps_json(c: &Capsa) -> Vec<serde_json::Value> {
+    serde_json::from_str(&c.ok(&["ps", "-a", "--format", "json"])).unwrap()
+}
+
+fn inspect(c: &Capsa, name: &str) -> serde_json::Value {
+    let v: serde_json::Value =
+        serde_json::from_str(&c.ok(&["container", "inspect", name])).unwrap();
+    v[0].clone()
+}
+
+both!(run_output_and_exit_codes, |c: &Capsa, img: &str| {
+    let out = c.run(&["run", "--rm", img, "echo", "hello", "world"]);
+    assert_eq!(stdout(&out), "hello world\n");
+    assert_eq!(out.status.code(), Some(0));
+    // The container's own exit code comes back.
+    let out = c.run(&[
+        "run",
+        "--name",
+        "three",
+        img,
+        "sh",
+        "-c",
+        "echo err >&2; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(stderr(&out), "err\n");
+    let ps = ps_json(c);
+    assert_eq!(ps.len(), 1, "--rm removed the first container");
+    assert_eq!(ps[0]["Names"][0], "three");
+    assert_eq!(ps[0]["State"], "exited");
+    assert_eq!(ps[0]["ExitCode"], 3);
+    let table = c.ok(&["ps", "-a"]);
+    assert!(table.starts_with("CONTAINER ID  IMAGE"), "{table}");
+    assert!(table.contains("Exited (3)"), "{table}");
+    // 127: the command does not exist; 126: it cannot be executed.
+    let err = c.fails(&["run", "--rm", img, "no-such-command"], 127);
+    assert!(err.contains("no-such-command"), "{err}");
+    c.fails(&["run", "--rm", img, "/etc/passwd"], 126);
+});
+
+both!(detached_lifecycle, |c: &Capsa, img: &str| {
+    let id = c.ok(&["run", "-d", "--name", "web", img, "sleep", "1000"]);
+    let id = id.trim();
+    assert_eq!(id.len(), 64, "run -d prints the full ID: {id}");
+    let ps = c.ok(&["ps"]);
+    assert!(ps.contains(&id[..12]) && ps.contains("Up "), "{ps}");
+    let v = inspect(c, "web");
+    assert_eq!(v["State"]["Status"], "running");
+    let pid = v["State"]["Pid"].as_i64().unwrap();
+    assert!(pid > 0);
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    // rm of a running container is refused with Podman's exit code 2.
+    let err = c.fails(&["rm", "web"], 2);
+    assert!(err.contains("running"), "{err}");
+    // stop: SIGTERM is ignored by sleep as pid 1, so SIGKILL after the timeout.
+    let t = Instant::now();
+    assert_eq!(c.ok(&["stop", "-t", "1", "web"]).trim(), "web");
+    assert!(t.elapsed() < Duration::from_secs(8));
+    let v = inspect(c, "web");
+    assert_eq!(v["State"]["Status"], "exited");
+    assert_eq!(v["State"]["ExitCode"], 137);
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+    // start again, then kill with a signal and wait for the code.
+    c.ok(&["start", "web"]);
+    assert_eq!(inspect(c, "web")["State"]["Status"], "running");
+    c.ok(&["kill", "-s", "USR1", "web"]);
+    assert_eq!(c.ok(&["wait", "web"]).trim(), "138");
+    c.ok(&["rm", "web"]);
+    assert!(ps_json(c).is_empty());
+    c.fails(&["rm", "web"], 1);
+});
+
+both!(create_then_start_attached, |c: &Capsa, img: &str| {
+    let id = c.ok(&[
+        "create",
+        "--name",
+        "made",
+        "-e",
+        "GREETING=hi",
+        img,
+        "sh",
+        "-c",
+        "echo $GREETING",
+    ]);
+    assert_eq!(id.trim().len(), 64);
+    assert_eq!(inspect(c, "made")["State"]["Status"], "created");
+    let out = c.ok(&["start", "-a", "made"]);
+    assert_eq!(out, "hi\n");
+    assert_eq!(inspect(c, "made")["State"]["ExitCode"], 0);
+});
+
+both!(stdin_is_piped_through, |c: &Capsa, img: &str| {
+    let mut child = c
+        .cmd(&["run", "--rm", "-i", img, "sh", "-c", "tr a-z A-Z"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"piped text\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "PIPED TEXT\n");
+    assert_eq!(out.status.code(), Some(0));
+});
+
+both!(bad_input_is_refused, |c: &Capsa, img: &str| {
+    // An image that is nowhere: 125 with the name in the message.
+    let reg = std::env::var("CAPSA_TEST_REGISTRY").unwrap();
+    let err = c.fails(
+        &["run", "--rm", &format!("{reg}/no/such:image"), "true"],
+        125,
+    );
+    assert!(err.contains("no/such"), "{err}");
+    // A name already in use.
+    c.ok(&["create", "--name", "dup", img, "true"]);
+    let err = c.fails(&["create", "--name", "dup", img, "true"], 125);
+    assert!(
+        err.contains("already in use") && err.contains("hint:"),
+        "{err}"
+    );
+    // Bad flag values, each named in the error.
+    for (flag, value) in [
+        ("--restart", "sometimes"),
+        ("--pull", "whenever"),
+        ("--log-driver", "carrier-pigeon"),
+        ("--network", "nonet"),
+        ("--memory", "lots"),
+        ("--workdir", "relative"),
+    ] {
+        let err = c.fails(&["create", flag, value, img, "true"], 125);
+        assert!(
+            err.contains(flag) && err.contains(value),
+            "{flag} {value}: {err}"
+        );
+    }
+    // A runtime binary that is not there.
+    let err = c.fails(
+        &["run", "--rm", "--runtime", "/nonexistent/crun", img, "true"],
+        125,
+    );
+    assert!(
+        err.contains("/nonexistent/crun") && err.contains("hint:"),
+        "{err}"
+    );
+    // Nothing half-made was left behind by the failures (only "dup" and the runtime
+    // failure's container, which Podman keeps too, in state created).
+    for c in ps_json(c) {
+        assert_eq!(c["State"], "created", "{c}");
+    }
+});
+
+both!(exits_at_once_and_monitor_killed, |c: &Capsa, img: &str| {
+    // A container that exits at once: wait and ps agree on its code.
+    let id = c.ok(&["run", "-d", img, "true"]);
+    assert_eq!(c.ok(&["wait", id.trim()]).trim(), "0");
+    let ps = ps_json(c);
+    assert_eq!(ps[0]["State"], "exited");
+    c.ok(&["rm", id.trim()]);
+    // The monitor killed with SIGKILL: ps reports the container exited, promptly.
+    c.ok(&["run", "-d", "--name", "orphan", img, "sleep", "1000"]);
+    let v = inspect(c, "orphan");
+    let monitor = v["State"]["ConmonPid"].as_i64().unwrap();
+    let ctr = v["State"]["Pid"].as_i64().unwrap();
+    assert!(monitor > 0);
+    std::process::Command::new("kill")
+        .args(["-9", &monitor.to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::path::Path::new(&format!("/proc/{monitor}/stat")).exists()
+        && std::fs::read_to_string(format!("/proc/{monitor}/stat"))
+            .is_ok_and(|s| !s.contains(") Z "))
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let t = Instant::now();
+    let ps = c.ok(&["ps", "-a"]);
+    assert!(t.elapsed() < Duration::from_secs(5), "ps must not hang");
+    assert!(ps.contains("Exited"), "{ps}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::path::Path::new(&format!("/proc/{ctr}")).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !std::path::Path::new(&format!("/proc/{ctr}")).exists()
+            || std::fs::read_to_string(format!("/proc/{ctr}/stat"))
+                .is_ok_and(|s| s.contains(") Z ")),
+        "what was left of the container was stopped"
+    );
+    c.ok(&["rm", "orphan"]);
+});
+
+both!(full_log_disk_does_not_block, |c: &Capsa, img: &str| {
+    // /dev/full fails every write with ENOSPC: the container still runs to its end and
+    // its output still reaches the attached terminal.
+    let out = c.run(&[
+        "run",
+        "--rm",
+        "--log-opt",
+        "path=/dev/full",
+        img,
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 200 ]; do echo line $i; i=$((i+1)); done",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).contains("line 199"));
+});
+
+both!(twenty_detached_runs_at_once, |c: &Capsa, img: &str| {
+    let children: Vec<_> = (0..20)
+        .map(|i| {
+            c.cmd(&[
+                "run",
+                "-d",
+                "--name",
+                &format!("par{i}"),
+                img,
+                "sleep",
+                "1000",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    for ch in children {
+        let out = ch.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let running = c.ok(&["ps", "-q"]);
+    assert_eq!(running.lines().count(), 20, "{running}");
+    c.ok(&["rm", "-af", "-t", "0"]);
+    assert!(ps_json(c).is_empty());
+});
+
+#[test]
+fn loginuid_is_inherited_as_root() {
+    let Some((c, img)) = setup(false) else { return };
+    if std::fs::read_to_string("/proc/self/loginuid").is_err() {
+        eprintln!("SKIP loginuid_is_inherited_as_root: the kernel has no audit loginuid");
+        return;
+    }
+    // A shell gets login uid 4242 (as a login would give it) and starts capsa; the
+    // container's process carries the same login uid because it descends from it.
+    let script = format!(
+        "echo 4242 > /proc/self/loginuid && exec {} --root {} --runroot {} run --rm {img} cat /proc/self/loginuid",
+        bin().display(),
+        c.root().display(),
+        c.path().join("run").display()
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .env(
+            "CONTAINERS_REGISTRIES_CONF",
+            c.path().join("registries.conf"),
+        )
+        .output()
+        .unwrap();
+    if !out.status.success() && stderr(&out).contains("loginuid") {
+        eprintln!(
+            "SKIP loginuid_is_inherited_as_root: cannot set a login uid here: {}",
+            stderr(&out)
+        );
+        return;
+    }
+    assert_eq!(stdout(&out).trim(), "4242", "{}", stderr(&out));
+}
