@@ -1,8 +1,6 @@
-//! `capsa-monitor`: one small process per container that starts the OCI runtime, holds
-//! the container's stdio, writes its log and records its exit code. It stays synchronous
-//! and small on purpose; the container lifecycle arrives with the containers issue.
+//! `capsa-monitor`: see the library for what it owns and docs/internals.md for its
+//! contract with the engine.
 
 fn main() {
-    eprintln!("capsa-monitor: not started by capsa; it is spawned by `capsa run`/`capsa create`");
-    std::process::exit(125);
+    std::process::exit(capsa_monitor::main());
 }
