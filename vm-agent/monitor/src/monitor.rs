@@ -60,9 +60,63 @@ fn ctx(what: impl fmt::Display) -> impl FnOnce(io::Error) -> Error {
     move |e| Error(format!("{what}: {e}"))
 }
 
-/// Runs the monitor; `Err` only before the container was reported created.
-pub fn run(args: Args) -> Result<(), Error> {
+/// Runs the monitor and returns the exit code of the process the caller spawned.
+///
+/// That process forks at once, as conmon does: the fork leads a new session (setsid
+/// cannot fail for it) and maps only the pages the monitor goes on to use, not those of
+/// the dynamic loader's start-up, which halves its resident memory. The process the
+/// caller spawned waits until the sync line is written and exits 0 when the container
+/// was created, 1 when not, so a caller can also just wait for it.
+pub fn run(args: Args) -> i32 {
     sys::reset_ignored_signals();
+    let (sync, report) = match prepare(&args) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("capsa-monitor: error: {e}");
+            return 1;
+        }
+    };
+    let mut sync = SyncFd {
+        caller: sync,
+        parent: Some(report.1),
+    };
+    match sys::fork() {
+        Ok(sys::Forked::Child) => drop(report.0),
+        Ok(sys::Forked::Parent) => {
+            drop(sync);
+            return match sys::read(report.0.as_fd(), &mut [0u8; 1][..]) {
+                Ok(1) => 0,
+                _ => 1,
+            };
+        }
+        Err(e) => {
+            let e = Error(format!("forking the monitor: {e}"));
+            sync.send(&format!("error {e}"), false);
+            eprintln!("capsa-monitor: error: {e}");
+            return 1;
+        }
+    }
+    match setup(&args) {
+        Ok(ready) => {
+            sync.send(&format!("pid {}", ready.pid), true);
+            if args.log_driver != LogDriver::Passthrough {
+                // The caller may wait for EOF on what it gave us as stdio.
+                let _ = sys::stdio_to_devnull();
+            }
+            ready.serve(&args);
+            0
+        }
+        Err(e) => {
+            sync.send(&format!("error {}", one_line(&e.0)), false);
+            eprintln!("capsa-monitor: error: {e}");
+            1
+        }
+    }
+}
+
+/// Fds 0 to 3+N-1 filled, the sync fd taken, and the pipe on which the forked monitor
+/// tells the process the caller spawned that it has reported.
+fn prepare(args: &Args) -> Result<(Option<File>, (OwnedFd, OwnedFd)), Error> {
     // Everything the monitor opens lands above the fds kept for the container.
     sys::fill_fd_slots(3 + args.preserve_fds as i32).map_err(ctx("opening /dev/null"))?;
     let sync = match args.sync_fd {
@@ -74,33 +128,26 @@ pub fn run(args: Args) -> Result<(), Error> {
         Some(fd) => return Err(Error(format!("--sync-fd {fd} is not open"))),
         None => None,
     };
-    let mut sync = SyncFd(sync);
-    match setup(&args) {
-        Ok(ready) => {
-            sync.send(&format!("pid {}", ready.pid));
-            if args.log_driver != LogDriver::Passthrough {
-                // The caller may wait for EOF on what it gave us as stdio.
-                let _ = sys::stdio_to_devnull();
-            }
-            ready.serve(&args);
-            Ok(())
-        }
-        Err(e) => {
-            sync.send(&format!("error {}", one_line(&e.0)));
-            let _ = fs::remove_file(ATTACH);
-            let _ = fs::remove_file(MONITOR_PID);
-            Err(e)
-        }
-    }
+    let report = sys::pipe().map_err(ctx("creating a pipe"))?;
+    Ok((sync, report))
 }
 
-/// The caller's read end of the one-line report.
-struct SyncFd(Option<File>);
+/// The caller's sync fd and the pipe to the process the caller spawned.
+struct SyncFd {
+    caller: Option<File>,
+    parent: Option<OwnedFd>,
+}
 
 impl SyncFd {
-    fn send(&mut self, line: &str) {
-        if let Some(mut f) = self.0.take() {
+    /// The one line for the caller; then the parent exits, 0 when `created`.
+    fn send(&mut self, line: &str, created: bool) {
+        if let Some(mut f) = self.caller.take() {
             let _ = f.write_all(format!("{line}\n").as_bytes());
+        }
+        if let Some(p) = self.parent.take() {
+            if created {
+                let _ = sys::write(p.as_fd(), b"0");
+            }
         }
     }
 }
@@ -181,8 +228,8 @@ fn atomic_write(name: &str, content: &str) -> io::Result<()> {
 }
 
 fn setup(args: &Args) -> Result<Ready, Error> {
+    sys::setsid().map_err(ctx("starting a session"))?;
     sys::set_child_subreaper().map_err(ctx("becoming a subreaper"))?;
-    let _ = sys::setsid();
     // Before any child exists, so no SIGCHLD is missed.
     let signals = sys::signalfd().map_err(ctx("creating a signalfd"))?;
 
@@ -210,6 +257,7 @@ fn setup(args: &Args) -> Result<Ready, Error> {
         args.rundir.display()
     )))?;
     let rundir = std::env::current_dir().map_err(ctx("the run directory"))?;
+    let mut cleanup = Cleanup(true);
     for stale in [EXIT, "exit.tmp", PIDFILE, ATTACH, CONSOLE] {
         let _ = fs::remove_file(stale);
     }
@@ -312,6 +360,7 @@ fn setup(args: &Args) -> Result<Ready, Error> {
     for fd in 3..3 + args.preserve_fds as i32 {
         sys::close_raw(fd);
     }
+    cleanup.0 = false;
     Ok(Ready {
         pid,
         signals,
@@ -320,6 +369,19 @@ fn setup(args: &Args) -> Result<Ready, Error> {
         stdin,
         log,
     })
+}
+
+/// Removes what a failed setup left in the run directory (the working directory).
+struct Cleanup(bool);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if self.0 {
+            for f in [ATTACH, CONSOLE, MONITOR_PID] {
+                let _ = fs::remove_file(f);
+            }
+        }
+    }
 }
 
 fn cstr(s: &str) -> CString {

@@ -41,11 +41,26 @@ pub fn set_child_subreaper() -> io::Result<()> {
     cvt(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) }).map(drop)
 }
 
-/// A new session, so that the caller's terminal hanging up does not reach us. It fails
-/// for a process group leader, which keeps its session; that is not fatal.
+/// A new session, so that the caller's terminal hanging up does not reach us (it fails
+/// for a process group leader, which a forked child never is).
 pub fn setsid() -> io::Result<()> {
     // SAFETY: setsid takes no arguments.
     cvt(unsafe { libc::setsid() }).map(drop)
+}
+
+pub enum Forked {
+    Parent,
+    Child,
+}
+
+/// fork(2); only called while the process has one thread.
+pub fn fork() -> io::Result<Forked> {
+    // SAFETY: the monitor is single-threaded (no thread is ever spawned), so the child
+    // gets a consistent copy of the whole process.
+    match cvt(unsafe { libc::fork() })? {
+        0 => Ok(Forked::Child),
+        _ => Ok(Forked::Parent),
+    }
 }
 
 pub fn getpid() -> i32 {

@@ -30,8 +30,17 @@ fn busybox() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Whether the test can run; prints why not.
+/// Whether the test can run; prints why not. The test process becomes a subreaper, so
+/// that the monitor (which forks away from the process spawned) can be waited for.
 fn can_run(test: &str) -> bool {
+    static SUBREAPER: std::sync::Once = std::sync::Once::new();
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag and no pointers.
+    SUBREAPER.call_once(|| {
+        assert_eq!(
+            unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) },
+            0
+        )
+    });
     // SAFETY: geteuid cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("SKIP {test}: needs root (crun as root)");
@@ -174,6 +183,8 @@ impl Ctr {
         Monitor {
             child,
             sync: File::from(r),
+            rundir: self.rundir.clone(),
+            monitor: None,
         }
     }
 
@@ -280,9 +291,13 @@ fn wait_readable(fd: RawFd, timeout: Duration) -> bool {
     unsafe { libc::poll(&mut p, 1, timeout.as_millis() as i32) > 0 }
 }
 
+/// The process the test spawned (which exits once the monitor has reported) and the
+/// monitor it forked.
 struct Monitor {
     child: Child,
     sync: File,
+    rundir: PathBuf,
+    monitor: Option<i32>,
 }
 
 impl Monitor {
@@ -306,17 +321,52 @@ impl Monitor {
         s.trim_end().to_string()
     }
 
+    /// The container's pid from the sync line; the process spawned has then exited 0.
     fn pid(&mut self) -> i32 {
         let l = self.sync_line();
         let pid = l.strip_prefix("pid ").unwrap_or_else(|| panic!("{l:?}"));
+        let st = self.wait_spawned();
+        assert!(
+            st.success(),
+            "the process spawned exits 0 once created: {st:?}"
+        );
+        let m = fs::read_to_string(self.rundir.join("monitor.pid")).unwrap();
+        let m: i32 = m.trim().parse().unwrap();
+        assert_ne!(m, self.child.id() as i32, "the monitor runs in a fork");
+        assert!(Path::new(&format!("/proc/{m}")).exists());
+        self.monitor = Some(m);
         pid.parse().unwrap()
     }
 
-    fn wait(&mut self) -> std::process::ExitStatus {
+    fn wait_spawned(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + TIMEOUT;
         loop {
             if let Some(s) = self.child.try_wait().unwrap() {
                 return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the spawned process is still running"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The monitor's exit status (that of the process spawned before the monitor forked).
+    fn wait(&mut self) -> std::process::ExitStatus {
+        use std::os::unix::process::ExitStatusExt;
+        let Some(pid) = self.monitor else {
+            return self.wait_spawned();
+        };
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let mut status = 0;
+            // SAFETY: `status` is a valid int; the monitor is our child (we are a subreaper).
+            let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            assert!(r >= 0, "waitpid {pid}: {}", std::io::Error::last_os_error());
+            if r == pid {
+                self.monitor = None;
+                return std::process::ExitStatus::from_raw(status);
             }
             assert!(Instant::now() < deadline, "the monitor is still running");
             std::thread::sleep(Duration::from_millis(20));
@@ -329,6 +379,13 @@ impl Drop for Monitor {
         if self.child.try_wait().ok().flatten().is_none() {
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+        if let Some(pid) = self.monitor {
+            // SAFETY: kill and waitpid on the monitor's pid, our child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
         }
     }
 }
@@ -448,12 +505,6 @@ fn k8s_file_streams_and_partial_lines() {
     let mut m = c.spawn(&[]);
     let pid = m.pid();
     assert!(pid > 1);
-    let mpid: i32 = fs::read_to_string(c.rundir.join("monitor.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    assert_eq!(mpid, m.child.id() as i32);
     assert!(
         c.rundir.join("attach").exists(),
         "attach is listening before the pid is reported"
@@ -853,14 +904,9 @@ fn survives_its_parent_and_ignores_termination_signals() {
     let mut cmd = Command::new("/bin/sh");
     cmd.args(["-c", "\"$0\" \"$@\" & exit 0", MONITOR]);
     let mut m = c.spawn_with(&[], Vec::new(), Some(cmd));
-    assert!(m.wait().success(), "the parent shell exits");
     let parent = m.child.id() as i32;
     m.pid();
-    let mpid: i32 = fs::read_to_string(c.rundir.join("monitor.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let mpid = m.monitor.unwrap();
     let stat = proc_stat(mpid).expect("the monitor runs");
     // Fields after the name: state, ppid, pgrp, session.
     assert_ne!(stat[1], parent.to_string());
@@ -881,10 +927,6 @@ fn survives_its_parent_and_ignores_termination_signals() {
     );
     c.start();
     assert_eq!(c.exit_code(), 0);
-    let deadline = Instant::now() + TIMEOUT;
-    while proc_stat(mpid).is_some_and(|s| s[0] != "Z") {
-        assert!(Instant::now() < deadline, "the monitor does not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(m.wait().success());
     assert!(c.k8s_log().iter().any(|r| r.2 == "still-here"));
 }
