@@ -9,6 +9,7 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -68,7 +69,6 @@ fn ctx(what: impl fmt::Display) -> impl FnOnce(io::Error) -> Error {
 /// caller spawned waits until the sync line is written and exits 0 when the container
 /// was created, 1 when not, so a caller can also just wait for it.
 pub fn run(args: Args) -> i32 {
-    sys::reset_ignored_signals();
     let (sync, report) = match prepare(&args) {
         Ok(x) => x,
         Err(e) => {
@@ -277,7 +277,7 @@ fn setup(args: &Args) -> Result<Ready, Error> {
         None
     };
 
-    let mut cmd = Command::new(&args.runtime);
+    let mut cmd = command(&args.runtime);
     let console_at = console
         .as_ref()
         .map(|_| console_path(&rundir, sys::getpid()));
@@ -369,6 +369,20 @@ fn setup(args: &Args) -> Result<Ready, Error> {
         stdin,
         log,
     })
+}
+
+/// A child process with every signal action at its default and an empty signal mask.
+fn command(program: &Path) -> Command {
+    let mut c = Command::new(program);
+    // SAFETY: the hook only makes rt_sigaction calls, which are async-signal-safe; std
+    // empties the signal mask itself.
+    unsafe {
+        c.pre_exec(|| {
+            sys::default_signal_actions();
+            Ok(())
+        })
+    };
+    c
 }
 
 /// Removes what a failed setup left in the run directory (the working directory).
@@ -478,12 +492,14 @@ impl Ready {
         s.drain();
         let code = s.ended.map(Ended::code).unwrap_or(-1);
         let _ = atomic_write(EXIT, &format!("{code} {}\n", logfile::unix_nanos()));
+        // Clients still in the listen queue learn the exit code too.
+        s.accept(&listener);
         s.say_goodbye(code);
         drop(listener);
         let _ = fs::remove_file(ATTACH);
         drop(s);
         if let Some(cmd) = &args.exit_command {
-            let _ = Command::new(cmd)
+            let _ = command(cmd)
                 .args(&args.exit_args)
                 .current_dir("/")
                 .stdin(Stdio::null())

@@ -408,24 +408,29 @@ pub fn stdio_to_devnull() -> io::Result<()> {
     Ok(())
 }
 
-/// Gives back the default action to signals the caller left ignored (a shell ignores
-/// SIGINT and SIGQUIT for background jobs): ignored signals survive exec, and the runtime
-/// and the container must not inherit that. SIGPIPE stays as std set it; std resets it
-/// for the children it spawns.
-pub fn reset_ignored_signals() {
-    for sig in 1..32 {
-        if matches!(sig, libc::SIGKILL | libc::SIGSTOP | libc::SIGPIPE) {
+/// Sets every signal's action to the default, between fork and exec of a child (the
+/// runtime, the exit command): ignored signals survive exec, and the caller may have
+/// left some ignored (a shell does for background jobs), as glibc's posix_spawn does for
+/// its internal signals 32 and 33. The raw system call, because glibc refuses those two.
+/// Async-signal-safe.
+pub fn default_signal_actions() {
+    // The kernel's struct sigaction with every field zero: SIG_DFL, no flags, empty
+    // mask, whatever the order of its fields on this architecture.
+    let act = [0u64; 4];
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
         }
-        // SAFETY: sigaction is plain data; all-zero is a valid value.
-        let mut old: libc::sigaction = unsafe { mem::zeroed() };
-        // SAFETY: a null new action only reads the current one into `old`.
-        if unsafe { libc::sigaction(sig, ptr::null(), &mut old) } != 0 {
-            continue;
-        }
-        if old.sa_sigaction == libc::SIG_IGN {
-            // SAFETY: setting the default action for a valid signal number.
-            unsafe { libc::signal(sig, libc::SIG_DFL) };
-        }
+        // SAFETY: rt_sigaction reads one kernel sigaction (at most 32 bytes) from `act`
+        // and writes nothing back; 8 is the kernel's sigset size (64 signals).
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                act.as_ptr(),
+                ptr::null_mut::<u64>(),
+                8usize,
+            )
+        };
     }
 }

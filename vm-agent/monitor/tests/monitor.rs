@@ -59,7 +59,7 @@ fn can_run(test: &str) -> bool {
 
 const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "sleep", "printf", "awk", "stty", "head", "yes", "tr", "test", "true",
-    "kill",
+    "kill", "grep",
 ];
 
 /// One container: a bundle, a run directory, crun's state root and a log, all in a
@@ -505,9 +505,11 @@ fn k8s_file_streams_and_partial_lines() {
     let mut m = c.spawn(&[]);
     let pid = m.pid();
     assert!(pid > 1);
-    assert!(
-        c.rundir.join("attach").exists(),
-        "attach is listening before the pid is reported"
+    let attach = fs::metadata(c.rundir.join("attach"))
+        .expect("attach is listening before the pid is reported");
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&attach.permissions()) & 0o777,
+        0o600
     );
     c.start();
     assert_eq!(c.exit_code(), 0);
@@ -899,7 +901,12 @@ fn survives_its_parent_and_ignores_termination_signals() {
     if !can_run("survives_its_parent_and_ignores_termination_signals") {
         return;
     }
-    let c = Ctr::new("orphan", &["sh", "-c", "sleep 0.5; echo still-here"], false);
+    // Started from a shell's background job, which ignores SIGINT and SIGQUIT: the
+    // container must not inherit that (nor the monitor's blocked signals).
+    // (grep is not the last command: busybox sh as pid 1 would exec it with the SIGQUIT
+    // it ignores itself.)
+    let script = "sleep 0.5; echo still-here; grep -E '^Sig(Ign|Blk)' /proc/self/status; true";
+    let c = Ctr::new("orphan", &["sh", "-c", script], false);
     // The caller exits right after spawning the monitor, as `capsa run -d` does.
     let mut cmd = Command::new("/bin/sh");
     cmd.args(["-c", "\"$0\" \"$@\" & exit 0", MONITOR]);
@@ -928,5 +935,14 @@ fn survives_its_parent_and_ignores_termination_signals() {
     c.start();
     assert_eq!(c.exit_code(), 0);
     assert!(m.wait().success());
-    assert!(c.k8s_log().iter().any(|r| r.2 == "still-here"));
+    let log = c.k8s_log();
+    assert!(log.iter().any(|r| r.2 == "still-here"), "{log:?}");
+    assert!(
+        log.iter().any(|r| r.2 == "SigIgn:\t0000000000000000"),
+        "{log:?}"
+    );
+    assert!(
+        log.iter().any(|r| r.2 == "SigBlk:\t0000000000000000"),
+        "{log:?}"
+    );
 }
