@@ -15,8 +15,8 @@ pub mod sys;
 
 use std::ffi::OsString;
 
-/// The binary: parse, run, map to an exit code (0 once the container was reported
-/// created, 1 when it could not be, 125 for a bad command line).
+/// The binary: parse, run, map to an exit code (0 once the container was reported and
+/// has exited, 1 when it could not be created, 125 for a bad command line).
 pub fn main() -> i32 {
     let argv: Vec<OsString> = std::env::args_os().skip(1).collect();
     let args = match args::Args::parse(argv.iter().cloned()) {

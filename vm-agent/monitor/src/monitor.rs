@@ -61,44 +61,19 @@ fn ctx(what: impl fmt::Display) -> impl FnOnce(io::Error) -> Error {
     move |e| Error(format!("{what}: {e}"))
 }
 
-/// Runs the monitor and returns the exit code of the process the caller spawned.
-///
-/// That process forks at once, as conmon does: the fork leads a new session (setsid
-/// cannot fail for it) and maps only the pages the monitor goes on to use, not those of
-/// the dynamic loader's start-up, which halves its resident memory. The process the
-/// caller spawned waits until the sync line is written and exits 0 when the container
-/// was created, 1 when not, so a caller can also just wait for it.
+/// Runs the monitor; returns its exit code: 0 once the container was reported created
+/// and has exited (and the exit command ran), 1 when it could not be created.
 pub fn run(args: Args) -> i32 {
-    let (sync, report) = match prepare(&args) {
-        Ok(x) => x,
+    let mut sync = match prepare(&args) {
+        Ok(s) => SyncFd(s),
         Err(e) => {
             eprintln!("capsa-monitor: error: {e}");
             return 1;
         }
     };
-    let mut sync = SyncFd {
-        caller: sync,
-        parent: Some(report.1),
-    };
-    match sys::fork() {
-        Ok(sys::Forked::Child) => drop(report.0),
-        Ok(sys::Forked::Parent) => {
-            drop(sync);
-            return match sys::read(report.0.as_fd(), &mut [0u8; 1][..]) {
-                Ok(1) => 0,
-                _ => 1,
-            };
-        }
-        Err(e) => {
-            let e = Error(format!("forking the monitor: {e}"));
-            sync.send(&format!("error {e}"), false);
-            eprintln!("capsa-monitor: error: {e}");
-            return 1;
-        }
-    }
     match setup(&args) {
         Ok(ready) => {
-            sync.send(&format!("pid {}", ready.pid), true);
+            sync.send(&format!("pid {}", ready.pid));
             if args.log_driver != LogDriver::Passthrough {
                 // The caller may wait for EOF on what it gave us as stdio.
                 let _ = sys::stdio_to_devnull();
@@ -107,47 +82,35 @@ pub fn run(args: Args) -> i32 {
             0
         }
         Err(e) => {
-            sync.send(&format!("error {}", one_line(&e.0)), false);
+            sync.send(&format!("error {}", one_line(&e.0)));
             eprintln!("capsa-monitor: error: {e}");
             1
         }
     }
 }
 
-/// Fds 0 to 3+N-1 filled, the sync fd taken, and the pipe on which the forked monitor
-/// tells the process the caller spawned that it has reported.
-fn prepare(args: &Args) -> Result<(Option<File>, (OwnedFd, OwnedFd)), Error> {
+/// Fds 0 to 3+N-1 filled and the sync fd taken.
+fn prepare(args: &Args) -> Result<Option<File>, Error> {
     // Everything the monitor opens lands above the fds kept for the container.
     sys::fill_fd_slots(3 + args.preserve_fds as i32).map_err(ctx("opening /dev/null"))?;
-    let sync = match args.sync_fd {
+    match args.sync_fd {
         Some(fd) if sys::fd_is_open(fd) => {
             sys::set_cloexec(fd).map_err(ctx("--sync-fd"))?;
             // SAFETY: the caller handed this open fd to us; nothing else owns it.
-            Some(File::from(unsafe { sys::owned(fd) }))
+            Ok(Some(File::from(unsafe { sys::owned(fd) })))
         }
-        Some(fd) => return Err(Error(format!("--sync-fd {fd} is not open"))),
-        None => None,
-    };
-    let report = sys::pipe().map_err(ctx("creating a pipe"))?;
-    Ok((sync, report))
+        Some(fd) => Err(Error(format!("--sync-fd {fd} is not open"))),
+        None => Ok(None),
+    }
 }
 
-/// The caller's sync fd and the pipe to the process the caller spawned.
-struct SyncFd {
-    caller: Option<File>,
-    parent: Option<OwnedFd>,
-}
+/// The caller's end of the one-line report.
+struct SyncFd(Option<File>);
 
 impl SyncFd {
-    /// The one line for the caller; then the parent exits, 0 when `created`.
-    fn send(&mut self, line: &str, created: bool) {
-        if let Some(mut f) = self.caller.take() {
+    fn send(&mut self, line: &str) {
+        if let Some(mut f) = self.0.take() {
             let _ = f.write_all(format!("{line}\n").as_bytes());
-        }
-        if let Some(p) = self.parent.take() {
-            if created {
-                let _ = sys::write(p.as_fd(), b"0");
-            }
         }
     }
 }
@@ -228,7 +191,8 @@ fn atomic_write(name: &str, content: &str) -> io::Result<()> {
 }
 
 fn setup(args: &Args) -> Result<Ready, Error> {
-    sys::setsid().map_err(ctx("starting a session"))?;
+    // Fails only for a process group leader, which keeps the caller's session.
+    let _ = sys::setsid();
     sys::set_child_subreaper().map_err(ctx("becoming a subreaper"))?;
     // Before any child exists, so no SIGCHLD is missed.
     let signals = sys::signalfd().map_err(ctx("creating a signalfd"))?;
@@ -486,6 +450,7 @@ impl Ready {
             ended: None,
         };
         let mut fds = Vec::with_capacity(8);
+        sys::trim_code_pages();
         while s.ended.is_none() {
             s.step(&signals, &listener, &mut fds);
         }

@@ -41,26 +41,10 @@ pub fn set_child_subreaper() -> io::Result<()> {
     cvt(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) }).map(drop)
 }
 
-/// A new session, so that the caller's terminal hanging up does not reach us (it fails
-/// for a process group leader, which a forked child never is).
+/// A new session, so that the caller's terminal hanging up does not reach us.
 pub fn setsid() -> io::Result<()> {
     // SAFETY: setsid takes no arguments.
     cvt(unsafe { libc::setsid() }).map(drop)
-}
-
-pub enum Forked {
-    Parent,
-    Child,
-}
-
-/// fork(2); only called while the process has one thread.
-pub fn fork() -> io::Result<Forked> {
-    // SAFETY: the monitor is single-threaded (no thread is ever spawned), so the child
-    // gets a consistent copy of the whole process.
-    match cvt(unsafe { libc::fork() })? {
-        0 => Ok(Forked::Child),
-        _ => Ok(Forked::Parent),
-    }
 }
 
 pub fn getpid() -> i32 {
@@ -432,5 +416,40 @@ pub fn default_signal_actions() {
                 8usize,
             )
         };
+    }
+}
+
+/// Drops this process's page-table entries for the code of the program and its shared
+/// libraries (private, executable file mappings), so that its resident set is the code
+/// the event loop goes on to run rather than all the start-up touched: the dynamic
+/// loader's relocation work and the setup. The pages stay in the page cache and fault
+/// back in when used. Code is never written, so nothing private is lost (which rules
+/// out doing this to the read-only data mappings, whose relocated parts are private
+/// copies).
+pub fn trim_code_pages() {
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return;
+    };
+    for line in maps.lines() {
+        // start-end perms offset dev inode path
+        let mut f = line.split_ascii_whitespace();
+        let (Some(range), Some("r-xp")) = (f.next(), f.next()) else {
+            continue;
+        };
+        if !f.nth(3).is_some_and(|p| p.starts_with('/')) {
+            continue;
+        }
+        let Some((start, end)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (
+            usize::from_str_radix(start, 16),
+            usize::from_str_radix(end, 16),
+        ) else {
+            continue;
+        };
+        // SAFETY: the range is one of our own executable, unwritten file mappings; after
+        // MADV_DONTNEED its pages read back the same bytes from the file.
+        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
     }
 }
