@@ -80,6 +80,9 @@ pub enum Command {
     /// Manage containers
     #[command(subcommand)]
     Container(ContainerCommand),
+    /// Manage volumes
+    #[command(subcommand)]
+    Volume(crate::commands::volume::VolumeCommand),
     /// Pull an image from a registry
     Pull(PullArgs),
     /// Push an image to a registry

@@ -85,8 +85,14 @@ pub(crate) fn report(e: &anyhow::Error) -> i32 {
         eprintln!("hint: {h}");
     }
     e.chain()
-        .find_map(|c| c.downcast_ref::<commands::CodedError>())
-        .map(|c| c.code)
+        .find_map(|c| {
+            c.downcast_ref::<commands::CodedError>()
+                .map(|c| c.code)
+                .or_else(|| match c.downcast_ref::<capsa_engine::EngineError>() {
+                    Some(capsa_engine::EngineError::Container(ce)) => Some(ce.exit_code()),
+                    _ => None,
+                })
+        })
         .unwrap_or(125)
 }
 

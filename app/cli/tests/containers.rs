@@ -127,11 +127,23 @@ both!(detached_lifecycle, |c: &Capsa, img: &str| {
     assert_eq!(v["State"]["Status"], "exited");
     assert_eq!(v["State"]["ExitCode"], 137);
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
-    // start again, then kill with a signal and wait for the code.
+    // start again, then kill with a signal and wait for the code. (pid 1 ignores
+    // signals it has no handler for, so the shell traps USR1.)
     c.ok(&["start", "web"]);
     assert_eq!(inspect(c, "web")["State"]["Status"], "running");
+    c.ok(&["rm", "-f", "web"]);
+    c.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        img,
+        "sh",
+        "-c",
+        "trap 'exit 42' USR1; sleep 1000 & wait",
+    ]);
     c.ok(&["kill", "-s", "USR1", "web"]);
-    assert_eq!(c.ok(&["wait", "web"]).trim(), "138");
+    assert_eq!(c.ok(&["wait", "web"]).trim(), "42");
     c.ok(&["rm", "web"]);
     assert!(ps_json(c).is_empty());
     c.fails(&["rm", "web"], 1);

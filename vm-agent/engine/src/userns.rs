@@ -137,11 +137,17 @@ fn live_pause(pid_file: &Path) -> Option<i32> {
     (start_time(pid)? == start).then_some(pid)
 }
 
-/// Field 22 of /proc/PID/stat: the start time, which tells a pid's reuse apart.
+/// Field 22 of /proc/PID/stat: the start time, which tells a pid's reuse apart. `None`
+/// when the process is gone, or dead and not yet reaped (a zombie: its parent may be
+/// an init that never reaps).
 pub fn start_time(pid: i32) -> Option<String> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = &stat[stat.rfind(')')? + 2..];
-    after.split(' ').nth(19).map(str::to_string)
+    let mut fields = after.split(' ');
+    if matches!(fields.next(), Some("Z" | "X" | "x")) {
+        return None;
+    }
+    fields.nth(18).map(str::to_string)
 }
 
 fn spawn_pause(uid: u32, pid_file: &Path) -> Result<i32, UsernsError> {

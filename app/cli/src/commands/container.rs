@@ -344,15 +344,7 @@ pub struct CleanupArgs {
 }
 
 pub(crate) fn container_err(e: ContainerError) -> anyhow::Error {
-    let code = e.exit_code();
-    let err = anyhow::Error::from(capsa_engine::EngineError::from(e));
-    if code != 125 {
-        return err.context(CodedError {
-            code,
-            message: String::new(),
-        });
-    }
-    err
+    anyhow::Error::from(capsa_engine::EngineError::from(e))
 }
 
 fn parse_size(s: &str) -> Result<u64> {
@@ -512,7 +504,11 @@ fn build_config(a: &CreateArgs) -> Result<ContainerConfig> {
         }
     }
     c.add_hosts = a.add_host.clone();
-    c.memory = a.memory.as_deref().map(parse_size).transpose()?;
+    c.memory = a
+        .memory
+        .as_deref()
+        .map(|m| parse_size(m).with_context(|| format!("invalid --memory {m:?}")))
+        .transpose()?;
     if let Some(cpus) = a.cpus
         && cpus <= 0.0
     {
@@ -599,7 +595,19 @@ pub async fn create_from(engine: &Engine, a: &CreateArgs) -> Result<ContainerRec
             vec![e.clone()]
         }
     });
+    let cwd = std::env::current_dir().context("finding the current directory")?;
+    let mut mounts = Vec::new();
+    for v in &a.volume {
+        mounts.push(capsa_engine::volume::parse_volume_flag(v, &cwd)?);
+    }
+    for m in &a.mount {
+        mounts.push(capsa_engine::volume::parse_mount_flag(m, &cwd)?);
+    }
+    for t in &a.tmpfs {
+        mounts.push(capsa_engine::volume::parse_tmpfs_flag(t)?);
+    }
     let rec = engine.create_container(CreateRequest {
+        mounts,
         name: a.name.clone().unwrap_or_default(),
         image,
         entrypoint,
@@ -748,7 +756,7 @@ pub fn rm(engine: &Engine, a: RmArgs) -> Result<()> {
         {
             let _ = engine.stop_container(&c, Some(t));
         }
-        match engine.remove_container(&c, a.force) {
+        match engine.remove_container_and_volumes(&c, a.force, a.volumes) {
             Ok(rec) => println!("{}", if a.all { rec.id } else { c }),
             Err(ContainerError::State(capsa_engine::container::state::StateError::NotFound(_)))
                 if a.ignore => {}

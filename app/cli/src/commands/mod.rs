@@ -5,6 +5,7 @@ pub mod attach;
 pub mod container;
 mod image;
 mod login;
+pub mod volume;
 
 use std::path::PathBuf;
 
@@ -99,6 +100,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Exec(a) | Command::Container(ContainerCommand::Exec(a)) => {
             container::exec(&open(&g)?, a)
         }
+        Command::Volume(c) => volume::run(&open(&g)?, c),
         Command::Container(ContainerCommand::Cleanup(a)) => container::cleanup(&open(&g)?, a),
     }
 }

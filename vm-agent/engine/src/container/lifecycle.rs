@@ -38,6 +38,8 @@ pub enum ContainerError {
     Spec(#[from] spec::SpecError),
     #[error(transparent)]
     Attach(#[from] crate::container::attach::AttachError),
+    #[error(transparent)]
+    Volume(#[from] crate::volume::VolumeError),
     /// The container's command could not be run: 126 (cannot invoke) or 127 (not found).
     #[error("{message}")]
     Exec { code: i32, message: String },
@@ -102,6 +104,8 @@ pub struct CreateRequest {
     /// The command after the image name; empty keeps the image's Cmd.
     pub command: Vec<String>,
     pub labels: std::collections::BTreeMap<String, String>,
+    /// `-v`, `--mount` and `--tmpfs`, parsed; the image's VOLUMEs are added.
+    pub mounts: Vec<crate::volume::MountRequest>,
     pub config: ContainerConfig,
 }
 
@@ -347,6 +351,41 @@ impl Engine {
                 .cloned()
                 .unwrap_or_else(|| req.image.id.clone());
         }
+        let mut requests = req.mounts;
+        let covered = |reqs: &[crate::volume::MountRequest], d: &str| {
+            reqs.iter()
+                .any(|r| r.destination.trim_end_matches('/') == d.trim_end_matches('/'))
+        };
+        if let Some(vols) = img_cfg["Volumes"].as_object() {
+            for dest in vols.keys() {
+                if !covered(&requests, dest) {
+                    requests.push(
+                        crate::volume::MountRequest::anonymous_volume(dest)
+                            .map_err(ContainerError::from)?,
+                    );
+                }
+            }
+        }
+        if config.read_only {
+            // Podman's --read-only-tmpfs: scratch space where programs expect it.
+            for dest in ["/tmp", "/var/tmp", "/run"] {
+                if !covered(&requests, dest) {
+                    requests
+                        .push(crate::volume::parse_tmpfs_flag(dest).map_err(ContainerError::from)?);
+                }
+            }
+        }
+        let user = config
+            .user
+            .split_once(':')
+            .and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)))
+            .or_else(|| config.user.parse::<u32>().ok().map(|u| (u, u)));
+        config.mounts = crate::volume::Volumes::new(self.store.root())
+            .and_then(|v| v.resolve(&requests, user))
+            .map_err(ContainerError::from)?;
+        if let Some(e) = img_cfg["ExposedPorts"].as_object() {
+            config.exposed = e.keys().cloned().collect();
+        }
         let mut labels = std::collections::BTreeMap::new();
         if let Some(l) = img_cfg["Labels"].as_object() {
             for (k, v) in l {
@@ -423,7 +462,7 @@ impl Engine {
                 &r.id[..12]
             );
             if let Ok(rt) = self.runtime_for(r) {
-                let _ = rt.run("kill", &r.id, &rt.kill_args(&r.id, "KILL", true));
+                let _ = rt.run("kill", &r.id, &rt.kill_args(&r.id, "KILL", false));
             }
             r.status = Status::Exited;
             r.exit_code = Some(137);
@@ -500,7 +539,19 @@ impl Engine {
         fs::create_dir_all(&rundir).map_err(io_err(format!("creating {}", rundir.display())))?;
         fs::create_dir_all(&rt.state_root)
             .map_err(io_err(format!("creating {}", rt.state_root.display())))?;
-        let spec = spec::build(&self.spec_options(r, merged)?, &merged.to_string_lossy())?;
+        let so = self.spec_options(r, merged)?;
+        let vols = crate::volume::Volumes::new(self.store.root())?;
+        for m in r.config.mounts.iter().filter(|m| m.copy_up || m.chown) {
+            if let Some(name) = &m.volume {
+                if m.chown || m.created {
+                    vols.chown_if_needed(name, so.uid, so.gid)?;
+                }
+                if m.copy_up {
+                    vols.copy_up(name, merged, &m.destination)?;
+                }
+            }
+        }
+        let spec = spec::build(&so, &merged.to_string_lossy())?;
         let bytes = serde_json::to_vec_pretty(&spec).expect("a spec serialises");
         fs::write(cdir.join("config.json"), bytes)
             .map_err(io_err(format!("writing {}/config.json", cdir.display())))?;
@@ -855,14 +906,39 @@ impl Engine {
             .as_ref()
             .is_some_and(|r| matches!(r.status, Status::Running | Status::Paused))
         {
-            let _ = rt.run("kill", &rec.id, &rt.kill_args(&rec.id, "KILL", true));
+            if let Err(e) = rt.run("kill", &rec.id, &rt.kill_args(&rec.id, "KILL", false)) {
+                tracing::warn!("{e}");
+            }
             after = self.wait_container(&rec.id, Some(Duration::from_secs(10)))?;
         }
         self.cleanup_container(&rec.id)?;
         Ok(after.unwrap_or(rec))
     }
 
-    /// `rm`: refuses a running container unless `force` (which kills it first).
+    /// `rm`: refuses a running container unless `force` (which kills it first); with
+    /// `volumes`, its anonymous volumes go too.
+    pub fn remove_container_and_volumes(
+        &self,
+        input: &str,
+        force: bool,
+        volumes: bool,
+    ) -> Result<ContainerRecord, ContainerError> {
+        let rec = self.remove_container(input, force)?;
+        if volumes {
+            let vols = crate::volume::Volumes::new(self.store.root())?;
+            let in_use = crate::volume::in_use_by_containers(self.store.root())?;
+            for m in rec.config.mounts.iter().filter(|m| m.anonymous) {
+                if let Some(name) = &m.volume
+                    && let Err(e) = vols.remove(name, &in_use, false)
+                {
+                    tracing::warn!("removing volume {name}: {e}");
+                }
+            }
+        }
+        Ok(rec)
+    }
+
+    /// `rm` without the volumes.
     pub fn remove_container(
         &self,
         input: &str,
@@ -878,7 +954,9 @@ impl Engine {
                 r.config.auto_remove = false;
             })?;
             let rt = self.runtime_for(&rec)?;
-            let _ = rt.run("kill", &rec.id, &rt.kill_args(&rec.id, "KILL", true));
+            if let Err(e) = rt.run("kill", &rec.id, &rt.kill_args(&rec.id, "KILL", false)) {
+                tracing::warn!("{e}");
+            }
             self.wait_container(&rec.id, Some(Duration::from_secs(10)))?;
         }
         if rec.mounted || matches!(rec.status, Status::Running | Status::Paused) {
@@ -965,14 +1043,17 @@ impl Engine {
 pub fn exec_error(runtime: &str, detail: &str) -> ContainerError {
     let lower = detail.to_ascii_lowercase();
     let message = format!("{runtime}: {detail}");
-    if lower.contains("not found") || lower.contains("no such file or directory") {
+    let exec_related = lower.contains("executable") || lower.contains("exec ");
+    if exec_related && (lower.contains("not found") || lower.contains("no such file")) {
         ContainerError::Exec {
             code: 127,
             message: format!(
                 "{message}: OCI runtime attempted to invoke a command that was not found"
             ),
         }
-    } else if lower.contains("permission denied") || lower.contains("is a directory") {
+    } else if exec_related
+        && (lower.contains("permission denied") || lower.contains("is a directory"))
+    {
         ContainerError::Exec {
             code: 126,
             message: format!("{message}: OCI permission denied"),
@@ -1023,6 +1104,13 @@ mod tests {
             "executable file `nope` not found in $PATH: No such file or directory",
         );
         assert_eq!(e.exit_code(), 127);
+        let e = exec_error("crun", "open executable: Permission denied");
+        assert_eq!(e.exit_code(), 126);
+        let e = exec_error(
+            "crun",
+            "error stat'ing file `/dev/mqueue`: No such file or directory",
+        );
+        assert_eq!(e.exit_code(), 125);
         let e = exec_error("crun", "open executable: Permission denied");
         assert_eq!(e.exit_code(), 126);
         assert_eq!(exec_error("crun", "something else").exit_code(), 125);

@@ -157,11 +157,9 @@ fn base_mounts(o: &SpecOptions) -> Vec<Value> {
     if !o.rootless {
         pts.push("gid=5");
     }
-    let mqueue = if o.rootless {
-        json!({"destination": "/dev/mqueue", "type": "bind", "source": "/dev/mqueue", "options": ["rbind", "nosuid", "noexec", "nodev"]})
-    } else {
-        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]})
-    };
+    // The container always has its own IPC namespace, owned by our user namespace when
+    // rootless, so mqueue can be mounted either way.
+    let mqueue = json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]});
     vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
