@@ -355,3 +355,73 @@ fn loginuid_is_inherited_as_root() {
     }
     assert_eq!(stdout(&out).trim(), "4242", "{}", stderr(&out));
 }
+
+both!(init_seccomp_and_limits, |c: &Capsa, img: &str| {
+    // --init: catatonit is pid 1 and runs the command.
+    let out = c.ok(&["run", "--rm", "--init", img, "cat", "/proc/1/cmdline"]);
+    assert!(out.starts_with("/run/capsa-init"), "{out:?}");
+    let rootless = c.user.is_some();
+    if !rootless {
+        // The default seccomp filter refuses swapoff even with CAP_SYS_ADMIN
+        // (EPERM); unconfined, the same call reaches the kernel (ENOENT).
+        let out = c.run(&[
+            "run",
+            "--rm",
+            "--cap-add",
+            "SYS_ADMIN",
+            img,
+            "busybox",
+            "swapoff",
+            "/nonexistent",
+        ]);
+        assert!(
+            stderr(&out).contains("Operation not permitted"),
+            "{}",
+            stderr(&out)
+        );
+        let out = c.run(&[
+            "run",
+            "--rm",
+            "--cap-add",
+            "SYS_ADMIN",
+            "--security-opt",
+            "seccomp=unconfined",
+            img,
+            "busybox",
+            "swapoff",
+            "/nonexistent",
+        ]);
+        assert!(stderr(&out).contains("No such file"), "{}", stderr(&out));
+        // As root, limits are applied (cgroup v1 or v2).
+        c.ok(&[
+            "run",
+            "--rm",
+            "--memory",
+            "64m",
+            "--pids-limit",
+            "100",
+            img,
+            "true",
+        ]);
+    } else if !std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        // Rootless without cgroup v2 delegation: refused with the reason.
+        let err = c.fails(&["create", "--memory", "64m", img, "true"], 125);
+        assert!(err.contains("cgroup v2"), "{err}");
+    }
+    // A seccomp profile file that is not JSON is refused, naming the file.
+    let bad = c.path().join("bad-seccomp.json");
+    std::fs::write(&bad, "not json").unwrap();
+    let bad = bad.to_string_lossy().into_owned();
+    let err = c.fails(
+        &[
+            "run",
+            "--rm",
+            "--security-opt",
+            &format!("seccomp={bad}"),
+            img,
+            "true",
+        ],
+        125,
+    );
+    assert!(err.contains(&bad), "{err}");
+});

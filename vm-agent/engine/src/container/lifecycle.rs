@@ -351,6 +351,7 @@ impl Engine {
                 .cloned()
                 .unwrap_or_else(|| req.image.id.clone());
         }
+        resources(&config, self.store.rootless())?;
         let mut requests = req.mounts;
         let covered = |reqs: &[crate::volume::MountRequest], d: &str| {
             reqs.iter()
@@ -621,6 +622,29 @@ impl Engine {
             _ => NetworkNs::Private,
         };
         o.mounts = c.mounts.iter().map(|m| m.oci.clone()).collect();
+        o.seccomp =
+            match c.seccomp_profile.as_deref() {
+                None | Some("") => o.seccomp,
+                Some("unconfined") => None,
+                Some(path) => {
+                    let text = fs::read_to_string(path)
+                        .map_err(io_err(format!("reading the seccomp profile {path}")))?;
+                    Some(spec::seccomp_from_json(&text).map_err(|e| {
+                        ContainerError::Invalid(format!("seccomp profile {path}: {e}"))
+                    })?)
+                }
+            };
+        o.resources = resources(c, self.store.rootless())?;
+        if c.init {
+            let init = find_init()?;
+            o.mounts.push(serde_json::json!({
+                "destination": INIT_PATH, "type": "bind", "source": init,
+                "options": ["bind", "ro", "nosuid", "nodev"],
+            }));
+            let mut args = vec![INIT_PATH.to_string(), "--".to_string()];
+            args.append(&mut o.args);
+            o.args = args;
+        }
         Ok(o)
     }
 
@@ -971,6 +995,81 @@ impl Engine {
         self.remove_container_dirs(&rec.id)?;
         Ok(rec)
     }
+}
+
+/// Where `--init` puts the init binary inside the container.
+const INIT_PATH: &str = "/run/capsa-init";
+
+/// The init for `--init`: `$CAPSA_INIT_PATH`, catatonit (as Podman), or tini.
+fn find_init() -> Result<PathBuf, ContainerError> {
+    if let Some(p) = std::env::var_os("CAPSA_INIT_PATH") {
+        return Ok(PathBuf::from(p));
+    }
+    [
+        "/usr/bin/catatonit",
+        "/usr/libexec/podman/catatonit",
+        "/usr/bin/tini-static",
+        "/usr/bin/tini",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.is_file())
+    .ok_or_else(|| {
+        ContainerError::Invalid(
+            "--init needs an init binary: catatonit or tini was not found (install the catatonit package, or set CAPSA_INIT_PATH)".into(),
+        )
+    })
+}
+
+/// Whether this process may set limits through cgroup v2: a unified hierarchy whose
+/// own cgroup lists the controllers and is writable (delegated).
+fn cgroup2_delegated(needed: &[&str]) -> bool {
+    let Ok(me) = fs::read_to_string("/proc/self/cgroup") else {
+        return false;
+    };
+    let Some(path) = me.lines().find_map(|l| l.strip_prefix("0::")) else {
+        return false;
+    };
+    let dir = Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
+    let Ok(controllers) = fs::read_to_string(dir.join("cgroup.controllers")) else {
+        return false;
+    };
+    let have: Vec<&str> = controllers.split_whitespace().collect();
+    needed.iter().all(|n| have.contains(n))
+        && rustix::fs::access(&dir, rustix::fs::Access::WRITE_OK).is_ok()
+}
+
+/// `linux.resources` for `--memory`, `--cpus` and `--pids-limit`. Rootless, they need
+/// cgroup v2 with delegation; without it they are refused rather than silently dropped.
+fn resources(c: &ContainerConfig, rootless: bool) -> Result<Option<Value>, ContainerError> {
+    if c.memory.is_none() && c.cpus.is_none() && c.pids_limit.is_none() {
+        return Ok(None);
+    }
+    let mut needed = Vec::new();
+    let mut r = serde_json::Map::new();
+    if let Some(m) = c.memory {
+        needed.push("memory");
+        r.insert("memory".into(), serde_json::json!({"limit": m}));
+    }
+    if let Some(cpus) = c.cpus {
+        needed.push("cpu");
+        let period = 100_000u64;
+        r.insert(
+            "cpu".into(),
+            serde_json::json!({"quota": (cpus * period as f64) as i64, "period": period}),
+        );
+    }
+    if let Some(p) = c.pids_limit {
+        needed.push("pids");
+        r.insert("pids".into(), serde_json::json!({"limit": p}));
+    }
+    if rootless && !cgroup2_delegated(&needed) {
+        return Err(ContainerError::Invalid(format!(
+            "resource limits ({}) need cgroup v2 with the controllers delegated to your user, which this host does not provide: rootless containers cannot be limited here (run as root, or on a cgroup v2 host with systemd delegation, e.g. inside `capsa machine`)",
+            needed.join(", ")
+        )));
+    }
+    Ok(Some(Value::Object(r)))
 }
 
 /// What `exec` runs.

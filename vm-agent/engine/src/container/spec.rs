@@ -92,6 +92,10 @@ pub struct SpecOptions {
     pub rlimits: Vec<(String, u64, u64)>,
     /// Extra mounts as OCI mount objects (binds, volumes, tmpfs).
     pub mounts: Vec<Value>,
+    /// The seccomp filter (`linux.seccomp`); `None` runs unconfined.
+    pub seccomp: Option<Value>,
+    /// `linux.resources` (memory, cpu, pids), when limits were asked for.
+    pub resources: Option<Value>,
 }
 
 impl SpecOptions {
@@ -115,6 +119,8 @@ impl SpecOptions {
             privileged: false,
             rlimits: caller_rlimits(),
             mounts: Vec::new(),
+            seccomp: Some(default_seccomp()),
+            resources: None,
         }
     }
 }
@@ -207,6 +213,14 @@ pub fn build(o: &SpecOptions, rootfs: &str) -> Result<Spec, SpecError> {
     } else {
         o.capabilities.clone()
     };
+    if let Some(sc) = &o.seccomp
+        && !o.privileged
+    {
+        linux["seccomp"] = sc.clone();
+    }
+    if let Some(r) = &o.resources {
+        linux["resources"] = r.clone();
+    }
     let mut mounts = base_mounts(o);
     mounts.extend(o.mounts.iter().cloned());
     let spec = json!({
@@ -229,6 +243,97 @@ pub fn build(o: &SpecOptions, rootfs: &str) -> Result<Spec, SpecError> {
         "linux": linux,
     });
     Ok(serde_json::from_value(spec)?)
+}
+
+/// System calls a container has no business making, refused with EPERM: the kernel's
+/// module, key, clock, swap, accounting, reboot and kexec interfaces, raw I/O ports,
+/// BPF and perf (information leaks), userfaultfd, and the handle-based opens that
+/// escape bind mounts. Everything else is allowed (capabilities still gate what needs
+/// privilege). `--security-opt seccomp=unconfined` drops it; `seccomp=FILE` replaces it.
+pub fn default_seccomp() -> Value {
+    const DENIED: &[&str] = &[
+        "acct",
+        "add_key",
+        "bpf",
+        "clock_adjtime",
+        "clock_settime",
+        "create_module",
+        "delete_module",
+        "finit_module",
+        "get_kernel_syms",
+        "init_module",
+        "ioperm",
+        "iopl",
+        "kcmp",
+        "kexec_file_load",
+        "kexec_load",
+        "keyctl",
+        "lookup_dcookie",
+        "name_to_handle_at",
+        "nfsservctl",
+        "open_by_handle_at",
+        "perf_event_open",
+        "pivot_root",
+        "query_module",
+        "quotactl",
+        "reboot",
+        "request_key",
+        "settimeofday",
+        "stime",
+        "swapoff",
+        "swapon",
+        "_sysctl",
+        "syslog",
+        "uselib",
+        "userfaultfd",
+        "ustat",
+        "vm86",
+        "vm86old",
+    ];
+    json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32", "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
+        "syscalls": [{"names": DENIED, "action": "SCMP_ACT_ERRNO", "errnoRet": 1}],
+    })
+}
+
+/// A seccomp profile from a file: the OCI form (`linux.seccomp`) or Docker's (the same
+/// keys plus `archMap`, `includes`/`excludes` and `comment`, which are dropped here;
+/// rules with `includes`/`excludes` conditions are kept as unconditional).
+pub fn seccomp_from_json(text: &str) -> Result<Value, String> {
+    let mut v: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let obj = v
+        .as_object_mut()
+        .ok_or("a seccomp profile is a JSON object")?;
+    if !obj.contains_key("defaultAction") {
+        return Err("the profile has no defaultAction".into());
+    }
+    if let Some(arch_map) = obj.remove("archMap")
+        && !obj.contains_key("architectures")
+    {
+        let archs: Vec<Value> = arch_map
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|m| m.get("architecture").cloned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        obj.insert("architectures".into(), Value::Array(archs));
+    }
+    if let Some(calls) = obj.get_mut("syscalls").and_then(Value::as_array_mut) {
+        for c in calls.iter_mut() {
+            if let Some(c) = c.as_object_mut() {
+                for k in ["comment", "includes", "excludes"] {
+                    c.remove(k);
+                }
+                if let Some(name) = c.remove("name") {
+                    c.insert("names".into(), json!([name]));
+                }
+            }
+        }
+    }
+    Ok(v)
 }
 
 /// Every capability the kernel knows, for `--privileged`.
