@@ -90,6 +90,8 @@ pub(crate) fn report(e: &anyhow::Error) -> i32 {
                 .map(|c| c.code)
                 .or_else(|| match c.downcast_ref::<capsa_engine::EngineError>() {
                     Some(capsa_engine::EngineError::Container(ce)) => Some(ce.exit_code()),
+                    // Podman's "in use" (image used by a container): 2.
+                    Some(capsa_engine::EngineError::UsedByContainer { .. }) => Some(2),
                     _ => None,
                 })
         })

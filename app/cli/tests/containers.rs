@@ -425,3 +425,19 @@ both!(init_seccomp_and_limits, |c: &Capsa, img: &str| {
     );
     assert!(err.contains(&bad), "{err}");
 });
+
+both!(images_in_use_are_kept, |c: &Capsa, img: &str| {
+    // rmi of an image a container uses: refused with Podman's code 2, nothing removed;
+    // with --force the container goes too.
+    let id = c.ok(&["create", "--name", "user", img, "true"]);
+    let err = c.fails(&["rmi", img], 2);
+    assert!(
+        err.contains("in use by a container") && err.contains(id.trim()),
+        "{err}"
+    );
+    assert_eq!(c.image_count(), 1);
+    assert_eq!(ps_json(c).len(), 1);
+    c.ok(&["rmi", "-f", img]);
+    assert_eq!(c.image_count(), 0);
+    assert!(ps_json(c).is_empty());
+});

@@ -46,6 +46,8 @@ pub enum EngineError {
     Multiple(String),
     #[error(transparent)]
     Container(#[from] crate::container::lifecycle::ContainerError),
+    #[error("image used by {container}: image is in use by a container")]
+    UsedByContainer { container: String },
     #[error("image {id} is in use: {detail}")]
     InUse { id: String, detail: String },
 }
@@ -100,6 +102,9 @@ impl EngineError {
                 Some("`capsa images` lists the images in this store".into())
             }
             EngineError::InUse { .. } => Some("pass --force to remove it anyway".into()),
+            EngineError::UsedByContainer { .. } => Some(
+                "remove the container first, or pass --force to remove it with the image".into(),
+            ),
             _ => None,
         }
     }

@@ -200,6 +200,34 @@ impl Engine {
         force: bool,
     ) -> Result<RemoveReport, EngineError> {
         let mut report = RemoveReport::default();
+        // Images that containers use: refused, or (with force) their containers go first.
+        let containers = self
+            .containers()
+            .and_then(|c| Ok(c.list()?))
+            .unwrap_or_default();
+        let current = self.store.images()?;
+        let wanted: Vec<String> = if all {
+            current.iter().map(|i| i.id.clone()).collect()
+        } else {
+            inputs.to_vec()
+        };
+        for input in &wanted {
+            let Some(img) = find_image(&current, input) else {
+                continue;
+            };
+            let by_id = all || img.id.starts_with(input.trim_start_matches("sha256:"));
+            if !by_id && img.repo_tags().len() > 1 {
+                continue; // only a name goes
+            }
+            for c in containers.iter().filter(|c| c.image_id == img.id) {
+                if !force {
+                    return Err(EngineError::UsedByContainer {
+                        container: c.id.clone(),
+                    });
+                }
+                self.remove_container(&c.id, true)?;
+            }
+        }
         self.store.update_images(|images| {
             let targets: Vec<String> = if all {
                 images.iter().map(|i| i.id.clone()).collect()
