@@ -134,7 +134,11 @@ pub(crate) fn spawn_detached(e: &Exec<'_>) -> io::Result<i32> {
     // SAFETY: both were just created.
     let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(pipe[0]), OwnedFd::from_raw_fd(pipe[1])) };
     // The original write end must not stay open here, or the read below never ends.
-    let wr = above(wr.as_fd(), top).inspect(|_| drop(wr))?;
+    let wr = {
+        let moved = above(wr.as_fd(), top);
+        drop(wr);
+        moved?
+    };
     let cwd = e.cwd.map(|c| above(c, top)).transpose()?;
     let plan: Vec<(RawFd, RawFd)> = moved.iter().map(|(f, t)| (f.as_raw_fd(), *t)).collect();
     let cwd = cwd.as_ref().map(|c| c.as_raw_fd());
@@ -162,7 +166,9 @@ pub(crate) fn spawn_detached(e: &Exec<'_>) -> io::Result<i32> {
     drop(wr);
     let mut status = 0;
     // SAFETY: reaping the intermediate child, which exits at once.
-    unsafe { libc::waitpid(child, &mut status, 0) };
+    while unsafe { libc::waitpid(child, &mut status, 0) } < 0
+        && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
+    {}
     let mut file = std::fs::File::from(rd);
     let mut buf = Vec::new();
     io::Read::read_to_end(&mut file, &mut buf)?;

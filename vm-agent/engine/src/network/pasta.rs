@@ -83,6 +83,8 @@ fn hint_for(detail: &str) -> String {
         "is another program using that host port? `ss -lntup` shows who listens".into()
     } else if detail.contains("tun") {
         "pasta needs /dev/net/tun (mode 0666 for rootless use)".into()
+    } else if detail.contains("routable") || detail.contains("not usable") {
+        "pasta copies the host's addresses and routes, so the host needs a default route; slirp4netns does not (CAPSA_NETWORK_CMD=slirp4netns)".into()
     } else {
         "run the same pasta command with --debug instead of --quiet to see more; slirp4netns is the fallback (CAPSA_NETWORK_CMD=slirp4netns)".into()
     }

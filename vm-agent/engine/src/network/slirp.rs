@@ -26,13 +26,16 @@ const EXIT_FD: i32 = 5;
 const SOCKET: &str = "slirp4netns.sock";
 const LOG: &str = "slirp4netns.log";
 
-/// slirp4netns's arguments (after argv[0]); the API socket is relative to its working
-/// directory, the container's rundir, which keeps it clear of the 108-byte limit.
+/// slirp4netns's arguments (after argv[0]), with the sandbox and seccomp filter Podman
+/// turns on; the API socket is relative to its working directory, the container's
+/// rundir, which keeps it clear of the 108-byte limit.
 pub(crate) fn args() -> Vec<String> {
     vec![
         "--configure".into(),
         "--mtu=65520".into(),
         "--disable-host-loopback".into(),
+        "--enable-sandbox".into(),
+        "--enable-seccomp".into(),
         format!("--ready-fd={READY_FD}"),
         format!("--exit-fd={EXIT_FD}"),
         "--api-socket".into(),
@@ -192,7 +195,7 @@ mod tests {
     fn command_line() {
         assert_eq!(
             args().join(" "),
-            "--configure --mtu=65520 --disable-host-loopback --ready-fd=4 --exit-fd=5 --api-socket slirp4netns.sock --netns-type=path /proc/self/fd/3 tap0"
+            "--configure --mtu=65520 --disable-host-loopback --enable-sandbox --enable-seccomp --ready-fd=4 --exit-fd=5 --api-socket slirp4netns.sock --netns-type=path /proc/self/fd/3 tap0"
         );
     }
 

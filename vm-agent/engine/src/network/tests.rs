@@ -200,6 +200,34 @@ fn exercise(helper: Helper, userns: bool) {
         );
     }
 
+    // DNS through the helper's forwarder, the first nameserver of resolv.conf.
+    let forwarder = match helper {
+        Helper::Pasta => pasta::DNS_FORWARD,
+        Helper::Slirp4netns => slirp::DNS_ADDR,
+    };
+    let lookup = |pre: &[String], server: Option<String>| {
+        let out = Command::new("timeout")
+            .arg("10")
+            .args(pre)
+            .args(["busybox", "nslookup", "example.com"])
+            .args(server)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let answered = |out: &str| out.contains("NXDOMAIN") || out.contains("Name:");
+    if answered(&lookup(&[], None)) {
+        let mut pre = vec!["nsenter".to_string()];
+        pre.extend(holder.nsenter());
+        let out = lookup(&pre, Some(forwarder.to_string()));
+        assert!(
+            answered(&out),
+            "no DNS answer through {helper}'s {forwarder}:\n{out}"
+        );
+    } else {
+        eprintln!("SKIP: the host's own DNS does not answer, so the forwarder is not checked");
+    }
+
     // TCP: busybox nc listens in the namespace, the host connects to 127.0.0.1.
     let mut nc = Command::new("nsenter")
         .args(holder.nsenter())
