@@ -12,6 +12,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::args::{Args, LogDriver};
 use crate::logfile::{self, Format, Log, Stream};
@@ -24,9 +25,13 @@ const MAX_CLIENTS: usize = 64;
 /// Client stdin held while the container does not read it; clients are not read
 /// above it.
 const STDIN_HIGH: usize = 64 * 1024;
-/// At most this many reads per stream when draining after the exit: a process outside
-/// the container's pid namespace may keep writing.
-const DRAIN_READS: usize = 1024;
+/// At most this many reads when draining after the exit: a process outside the
+/// container's pid namespace may keep writing.
+const DRAIN_READS: usize = 2048;
+/// How long output waits for a client whose socket is full before that client is
+/// dropped: a client that reads late still gets everything, one that stopped reading
+/// holds the output (and the log) back no longer than this.
+const STALL: Duration = Duration::from_secs(2);
 
 /// Attach message kinds, the first byte of every packet.
 pub mod kind {
@@ -398,6 +403,15 @@ fn receive_pty(listener: &OwnedFd) -> io::Result<OwnedFd> {
     sys::recv_fd(conn.as_fd())
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Read {
+    Data,
+    /// Nothing now (it would block).
+    Empty,
+    /// End of file, or the stream failed.
+    End,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum ClientStdin {
     /// Has sent no stdin yet.
@@ -409,6 +423,8 @@ enum ClientStdin {
 struct Client {
     fd: OwnedFd,
     stdin: ClientStdin,
+    /// Its socket was full for the packet in `Serve::stall`.
+    behind: bool,
 }
 
 /// The event loop's state once the container exists.
@@ -424,6 +440,11 @@ struct Serve<'a> {
     log_warned: bool,
     pid: i32,
     ended: Option<Ended>,
+    /// The last output packet, while some client has still to take it; no output is
+    /// read meanwhile (until `stall_until`, when those clients are dropped).
+    stall: Vec<u8>,
+    stall_until: Option<Instant>,
+    drain_reads: usize,
 }
 
 impl Ready {
@@ -448,13 +469,15 @@ impl Ready {
             log_warned: false,
             pid,
             ended: None,
+            stall: Vec::new(),
+            stall_until: None,
+            drain_reads: 0,
         };
         let mut fds = Vec::with_capacity(8);
         sys::trim_code_pages();
-        while s.ended.is_none() {
+        while !s.done() {
             s.step(&signals, &listener, &mut fds);
         }
-        s.drain();
         let code = s.ended.map(Ended::code).unwrap_or(-1);
         let _ = atomic_write(EXIT, &format!("{code} {}\n", logfile::unix_nanos()));
         // Clients still in the listen queue learn the exit code too.
@@ -476,17 +499,43 @@ impl Ready {
 }
 
 impl Serve<'_> {
+    /// The container has exited, its output is drained and every client has it.
+    fn done(&self) -> bool {
+        self.ended.is_some()
+            && self.stall_until.is_none()
+            && self.outputs.iter().all(Option::is_none)
+    }
+
     /// One poll and everything it reported.
     fn step(&mut self, signals: &OwnedFd, listener: &OwnedFd, fds: &mut Vec<libc::pollfd>) {
+        // After the exit, output is read until it would block rather than polled for:
+        // a process outside the container may hold the pipe open.
+        let draining = self.ended.is_some() && self.stall_until.is_none();
+        if draining {
+            for stream in [Stream::Stdout, Stream::Stderr] {
+                self.drain_reads += 1;
+                if self.drain_reads > DRAIN_READS || self.read_output(stream) != Read::Data {
+                    self.close_output(stream);
+                }
+                if self.stall_until.is_some() {
+                    break;
+                }
+            }
+            if self.done() {
+                return;
+            }
+        }
+        let read_outputs = self.ended.is_none() && self.stall_until.is_none();
         fds.clear();
         fds.push(sys::pollfd(signals.as_raw_fd(), libc::POLLIN));
         fds.push(sys::pollfd(listener.as_raw_fd(), libc::POLLIN));
         for o in &self.outputs {
-            // A closed output keeps its slot with fd -1, which poll skips.
-            fds.push(sys::pollfd(
-                o.as_ref().map_or(-1, |f| f.as_raw_fd()),
-                libc::POLLIN,
-            ));
+            // A slot not polled has fd -1, which poll skips.
+            let fd = o
+                .as_ref()
+                .filter(|_| read_outputs)
+                .map_or(-1, |f| f.as_raw_fd());
+            fds.push(sys::pollfd(fd, libc::POLLIN));
         }
         let stdin_fd = match (&self.stdin, self.pending.is_empty()) {
             (Stdin::Pipe(f), false) => f.as_raw_fd(),
@@ -500,32 +549,65 @@ impl Serve<'_> {
             0
         };
         for c in &self.clients {
-            fds.push(sys::pollfd(c.fd.as_raw_fd(), client_events));
+            let out = if c.behind { libc::POLLOUT } else { 0 };
+            fds.push(sys::pollfd(c.fd.as_raw_fd(), client_events | out));
         }
-        if sys::poll(fds, -1).is_err() {
+        let timeout = match self.stall_until {
+            Some(t) => t.saturating_duration_since(Instant::now()).as_millis() as i32 + 1,
+            None if draining => 0,
+            None => -1,
+        };
+        if sys::poll(fds, timeout).is_err() {
             return;
         }
         let ready = |p: &libc::pollfd| p.fd >= 0 && p.revents != 0;
 
         for (i, p) in fds[5..].iter().enumerate().rev() {
-            if ready(p) && !self.client_packet(i) {
+            if !ready(p) {
+                continue;
+            }
+            let keep = (!self.clients[i].behind || self.catch_up(i)) && self.client_packet(i);
+            if !keep {
                 self.clients.swap_remove(i);
             }
+        }
+        if let Some(t) = self.stall_until {
+            let late = Instant::now() >= t;
+            if late {
+                self.clients.retain(|c| !c.behind);
+            }
+            if !self.clients.iter().any(|c| c.behind) {
+                self.stall_until = None;
+            }
+        }
+        // Before any output: a client that connected before the container wrote gets
+        // all of it.
+        if ready(&fds[1]) {
+            self.accept(listener);
         }
         if ready(&fds[4]) {
             self.flush_stdin();
         }
         for (i, stream) in [Stream::Stdout, Stream::Stderr].into_iter().enumerate() {
-            if ready(&fds[2 + i]) {
-                self.read_output(stream);
+            if ready(&fds[2 + i]) && self.read_output(stream) == Read::End {
+                self.close_output(stream);
             }
-        }
-        if ready(&fds[1]) {
-            self.accept(listener);
         }
         if ready(&fds[0]) {
             sys::drain_signalfd(signals.as_fd());
             self.reap();
+        }
+    }
+
+    /// Gives client `i` the stalled packet; false when it is gone.
+    fn catch_up(&mut self, i: usize) -> bool {
+        let c = &mut self.clients[i];
+        match sys::send(c.fd.as_fd(), &self.stall) {
+            Ok(_) => {
+                c.behind = false;
+                true
+            }
+            Err(e) => e.kind() == io::ErrorKind::WouldBlock,
         }
     }
 
@@ -546,36 +628,42 @@ impl Serve<'_> {
             self.clients.push(Client {
                 fd,
                 stdin: ClientStdin::Unknown,
+                behind: false,
             });
         }
     }
 
-    /// Reads one chunk of a stream; false once it has ended.
-    fn read_output(&mut self, stream: Stream) -> bool {
+    /// Reads one chunk of a stream and sends it on.
+    fn read_output(&mut self, stream: Stream) -> Read {
         let Some(fd) = &self.outputs[stream as usize] else {
-            return false;
+            return Read::End;
         };
         match sys::read(fd.as_fd(), &mut self.buf[1..]) {
-            Ok(0) => {}
+            Ok(0) => Read::End,
             Ok(n) => {
                 self.dispatch(stream, n);
-                return true;
+                Read::Data
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Read::Empty,
             // EIO: every end of the pty's terminal side is closed.
-            Err(_) => {}
+            Err(_) => Read::End,
         }
-        self.outputs[stream as usize] = None;
+    }
+
+    fn close_output(&mut self, stream: Stream) {
+        if self.outputs[stream as usize].take().is_none() {
+            return;
+        }
         if let Some(log) = &mut self.log {
             log.end(stream, &logfile::now());
         }
         if matches!(self.stdin, Stdin::Pty) && stream == Stream::Stdout {
             self.stdin = Stdin::None;
         }
-        false
     }
 
-    /// Sends `buf[1..=n]` of `stream` to the log and to every client.
+    /// Sends `buf[1..=n]` of `stream` to the log and to every client. A client whose
+    /// socket is full stalls the output until it has taken this packet (see `STALL`).
     fn dispatch(&mut self, stream: Stream, n: usize) {
         if let Some(log) = &mut self.log {
             log.write(stream, &self.buf[1..=n], &logfile::now());
@@ -591,9 +679,22 @@ impl Serve<'_> {
             Stream::Stderr => kind::STDERR,
         };
         let packet = &self.buf[..=n];
-        // A client that does not keep up is dropped: the monitor never waits for one.
+        let mut stalled = false;
         self.clients
-            .retain(|c| matches!(sys::send(c.fd.as_fd(), packet), Ok(m) if m == packet.len()));
+            .retain_mut(|c| match sys::send(c.fd.as_fd(), packet) {
+                Ok(_) => true,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    c.behind = true;
+                    stalled = true;
+                    true
+                }
+                Err(_) => false,
+            });
+        if stalled {
+            self.stall.clear();
+            self.stall.extend_from_slice(packet);
+            self.stall_until = Some(Instant::now() + STALL);
+        }
     }
 
     /// Handles one packet from client `i`; false when it is gone.
@@ -672,20 +773,6 @@ impl Serve<'_> {
                 self.stdin = Stdin::None;
             }
             self.pending = Vec::new();
-        }
-    }
-
-    /// After the exit: what the container wrote before it ended.
-    fn drain(&mut self) {
-        for stream in [Stream::Stdout, Stream::Stderr] {
-            for _ in 0..DRAIN_READS {
-                if !self.read_output(stream) {
-                    break;
-                }
-            }
-            if let Some(log) = &mut self.log {
-                log.end(stream, &logfile::now());
-            }
         }
     }
 

@@ -944,3 +944,31 @@ fn survives_its_parent_and_ignores_termination_signals() {
         "{log:?}"
     );
 }
+
+#[test]
+fn a_client_that_does_not_read_is_dropped() {
+    if !can_run("a_client_that_does_not_read_is_dropped") {
+        return;
+    }
+    let c = Ctr::new(
+        "lazy",
+        &["sh", "-c", "yes hello | head -c 3999996; echo done"],
+        false,
+    );
+    let mut m = c.spawn(&["--log-driver", "none"]);
+    m.pid();
+    let lazy = c.attach();
+    let reader = c.attach();
+    c.start();
+    let r = reader.collect();
+    assert_eq!(r.exit.as_deref(), Some("0"));
+    assert_eq!(r.stdout.len(), 3_999_996 + 5);
+    assert!(m.wait().success());
+    // The lazy client got what fitted in its socket, then the end, without an exit code.
+    let mut got = 0;
+    while let Some(p) = lazy.recv() {
+        assert_eq!(p[0], 1, "no exit message for a dropped client");
+        got += p.len() - 1;
+    }
+    assert!(got > 0 && got < 3_999_996, "{got} bytes");
+}
