@@ -776,7 +776,7 @@ impl Serve<'_> {
         }
     }
 
-    /// The exit message to every client; one that is momentarily full gets a second.
+    /// The exit message to every client; one whose socket is full gets up to `STALL`.
     fn say_goodbye(&mut self, code: i32) {
         let mut msg = vec![kind::EXIT];
         msg.extend_from_slice(code.to_string().as_bytes());
@@ -788,9 +788,9 @@ impl Serve<'_> {
                 }
             }
         }
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        let deadline = Instant::now() + STALL;
         while !waiting.is_empty() {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }

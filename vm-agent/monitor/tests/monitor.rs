@@ -499,9 +499,15 @@ fn k8s_file_streams_and_partial_lines() {
         &["sh", "-c", "echo out; echo err >&2; printf part"],
         false,
     );
+    // What a previous run left (a restart reuses the run directory) is cleared.
+    fs::write(c.rundir.join("exit"), "99 0\n").unwrap();
     let mut m = c.spawn(&[]);
     let pid = m.pid();
     assert!(pid > 1);
+    assert!(
+        !c.rundir.join("exit").exists(),
+        "a stale exit file is removed"
+    );
     let attach = fs::metadata(c.rundir.join("attach"))
         .expect("attach is listening before the pid is reported");
     assert_eq!(
@@ -971,4 +977,35 @@ fn a_client_that_does_not_read_is_dropped() {
         got += p.len() - 1;
     }
     assert!(got > 0 && got < 3_999_996, "{got} bytes");
+}
+
+#[test]
+fn stdin_closes_when_the_last_client_with_stdin_closes_it() {
+    if !can_run("stdin_closes_when_the_last_client_with_stdin_closes_it") {
+        return;
+    }
+    let c = Ctr::new("stdin2", &["cat"], false);
+    let mut m = c.spawn(&["--stdin", "--log-driver", "none"]);
+    m.pid();
+    let a = c.attach();
+    let b = c.attach();
+    // A watcher that never sends stdin does not keep it open.
+    let watcher = c.attach();
+    c.start();
+    a.send(0, b"from a\n");
+    let mut seen = Vec::new();
+    b.stdout_until("from a\n", &mut seen);
+    b.send(0, b"b0\n");
+    b.stdout_until("b0\n", &mut seen);
+    a.send(5, b"");
+    // b still has stdin open: cat is still reading.
+    b.send(0, b"from b\n");
+    b.stdout_until("from b\n", &mut seen);
+    b.send(5, b"");
+    let r = b.collect();
+    assert_eq!(r.exit.as_deref(), Some("0"));
+    let w = watcher.collect();
+    assert_eq!(w.stdout, b"from a\nb0\nfrom b\n");
+    assert_eq!(w.exit.as_deref(), Some("0"));
+    assert!(m.wait().success());
 }
