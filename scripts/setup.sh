@@ -11,7 +11,7 @@ with_tests=0
 [[ ${1:-} == --test ]] && with_tests=1
 
 pkgs=(ca-certificates uidmap crun passt slirp4netns fuse-overlayfs catatonit busybox-static
-      docker-registry skopeo apache2-utils jq zstd openssl curl python3 gcc bsdutils time)
+      docker-registry skopeo apache2-utils jq zstd openssl curl python3 gcc libc6-dev bsdutils time)
 (( with_tests )) && pkgs+=(podman mmdebstrap)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -441,3 +441,186 @@ both!(images_in_use_are_kept, |c: &Capsa, img: &str| {
     assert_eq!(c.image_count(), 0);
     assert!(ps_json(c).is_empty());
 });
+
+both!(published_ports_tcp_and_udp, |c: &Capsa, img: &str| {
+    // busybox httpd on a published port, fetched from the host.
+    let free = |proto: &str| -> u16 {
+        if proto == "tcp" {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        } else {
+            std::net::UdpSocket::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        }
+    };
+    let port = free("tcp");
+    c.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-p",
+        &format!("127.0.0.1:{port}:80"),
+        img,
+        "sh",
+        "-c",
+        "mkdir -p /www && echo served-by-capsa > /www/index.html && exec httpd -f -p 80 -h /www",
+    ]);
+    let ps = c.ok(&["ps"]);
+    assert!(ps.contains(&format!("127.0.0.1:{port}->80/tcp")), "{ps}");
+    let v = inspect(c, "web");
+    assert_eq!(
+        v["NetworkSettings"]["Ports"]["80/tcp"][0]["HostPort"],
+        port.to_string()
+    );
+    let mut body = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            use std::io::Read;
+            let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
+            body.clear();
+            let _ = s.read_to_string(&mut body);
+            if body.contains("served-by-capsa") {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(body.contains("served-by-capsa"), "{body:?}");
+    // UDP: busybox has no UDP server, so a tiny static echo program (compiled here,
+    // bind-mounted with -v) answers one datagram through the published port.
+    let Some(echo) = udp_echo_binary(c) else {
+        return;
+    };
+    let uport = free("udp");
+    c.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "udp",
+        "-v",
+        &format!("{}:/udpecho:ro", echo.display()),
+        "-p",
+        &format!("127.0.0.1:{uport}:5000/udp"),
+        img,
+        "/udpecho",
+        "5000",
+    ]);
+    // Datagrams sent from the host reach the container (its echo program logs each).
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let log = c
+        .root()
+        .join("containers")
+        .join(inspect(c, "udp")["Id"].as_str().unwrap())
+        .join("ctr.log");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut got = String::new();
+    while Instant::now() < deadline && !got.contains("got 4 from") {
+        let _ = sock.send_to(b"ping", ("127.0.0.1", uport));
+        std::thread::sleep(Duration::from_millis(200));
+        got = std::fs::read_to_string(&log).unwrap_or_default();
+    }
+    assert!(
+        got.contains("got 4 from"),
+        "the datagram reached the container: {got:?}"
+    );
+    // The generated files: hostname = short ID, /etc/hosts names it.
+    let id = v["Id"].as_str().unwrap();
+    let out = c.ok(&["exec", "web", "cat", "/etc/hostname", "/etc/hosts"]);
+    assert!(out.starts_with(&id[..12]), "{out}");
+    assert!(out.contains("localhost"), "{out}");
+    // --network none: loopback only, no helper.
+    let out = c.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        img,
+        "cat",
+        "/proc/net/dev",
+    ]);
+    assert!(!out.contains("eth0") && !out.contains("tap0"), "{out}");
+    // A busy host port: a clear error.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let bport = busy.local_addr().unwrap().port();
+    let err = c.fails(
+        &[
+            "run",
+            "--rm",
+            "-p",
+            &format!("127.0.0.1:{bport}:80"),
+            img,
+            "true",
+        ],
+        125,
+    );
+    assert!(err.contains(&bport.to_string()), "{err}");
+});
+
+/// A static UDP echo server (`/udpecho PORT`: answers `echo:<payload>`), built with gcc
+/// into the test's directory; `None` (after a loud skip) without a C toolchain.
+fn udp_echo_binary(c: &Capsa) -> Option<std::path::PathBuf> {
+    let src = c.path().join("udpecho.c");
+    let bin = c.path().join("udpecho");
+    std::fs::write(
+        &src,
+        r#"#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+int main(int argc, char **argv) {
+    int s = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(atoi(argv[1]));
+    if (bind(s, (struct sockaddr *)&a, sizeof a) != 0) return 1;
+    for (;;) {
+        char buf[512], out[600];
+        struct sockaddr_in from;
+        socklen_t fl = sizeof from;
+        ssize_t n = recvfrom(s, buf, sizeof buf, 0, (struct sockaddr *)&from, &fl);
+        if (n < 0) return 2;
+        fprintf(stderr, "got %d from %s\\n", (int)n, inet_ntoa(from.sin_addr));
+        memcpy(out, "echo:", 5);
+        memcpy(out + 5, buf, n);
+        sendto(s, out, n + 5, 0, (struct sockaddr *)&from, fl);
+    }
+}
+"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new("gcc")
+        .args(["-static", "-O2", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {
+            std::process::Command::new("chmod")
+                .arg("755")
+                .arg(&bin)
+                .status()
+                .unwrap();
+            Some(bin)
+        }
+        Ok(o) => {
+            eprintln!(
+                "SKIP udp part: gcc -static failed (scripts/setup.sh installs gcc and libc6-dev): {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            None
+        }
+        Err(e) => {
+            eprintln!("SKIP udp part: no gcc ({e}); scripts/setup.sh installs it");
+            None
+        }
+    }
+}

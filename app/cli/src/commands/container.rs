@@ -488,13 +488,12 @@ fn build_config(a: &CreateArgs) -> Result<ContainerConfig> {
     }
     c.runtime = a.runtime.clone().unwrap_or_default();
     c.network = a.network.clone().unwrap_or_default();
-    match c.network.as_str() {
-        "" | "private" | "bridge" | "pasta" | "slirp4netns" | "none" | "host" => {}
-        n if n.starts_with("ns:") || n.starts_with("container:") => {}
-        n => bail!(
-            "invalid --network {n:?}: use private, none, host, ns:PATH or container:ID (user-defined networks come with `capsa network`)"
-        ),
+    capsa_engine::network::NetworkMode::parse(&c.network)?;
+    let mut ports = Vec::new();
+    for p in &a.publish {
+        ports.push(capsa_engine::network::ports::parse_publish(p)?);
     }
+    c.ports = ports;
     c.dns = a.dns.clone();
     c.dns_search = a.dns_search.clone();
     c.dns_options = a.dns_option.clone();
@@ -608,6 +607,7 @@ pub async fn create_from(engine: &Engine, a: &CreateArgs) -> Result<ContainerRec
     }
     let rec = engine.create_container(CreateRequest {
         mounts,
+        publish_all: a.publish_all,
         name: a.name.clone().unwrap_or_default(),
         image,
         entrypoint,
@@ -1070,7 +1070,7 @@ pub fn ps(engine: &Engine, a: PsArgs) -> Result<()> {
                 "RunningFor": c.created.parse::<chrono::DateTime<chrono::Utc>>().map(output::human_since).unwrap_or_default(),
                 "Status": status_text(c),
                 "State": state_name(c.status),
-                "Ports": "",
+                "Ports": capsa_engine::network::ports::ps_ports(&c.config.ports),
                 "Names": c.name,
                 "Labels": c.labels,
                 "Size": size,
@@ -1094,14 +1094,14 @@ pub fn ps(engine: &Engine, a: PsArgs) -> Result<()> {
                     "ImageID": c.image_id,
                     "IsInfra": false,
                     "Labels": c.labels,
-                    "Mounts": [],
                     "Names": [c.name],
                     "Namespaces": {},
                     "Networks": [],
+                    "Mounts": c.config.mounts.iter().map(|m| m.destination.clone()).collect::<Vec<_>>(),
                     "Pid": c.pid,
                     "Pod": "",
                     "PodName": "",
-                    "Ports": Value::Null,
+                    "Ports": if c.config.ports.is_empty() { Value::Null } else { json!(c.config.ports) },
                     "Size": Value::Null,
                     "StartedAt": unix(&c.started_at),
                     "State": state_name(c.status),

@@ -106,6 +106,8 @@ pub struct CreateRequest {
     pub labels: std::collections::BTreeMap<String, String>,
     /// `-v`, `--mount` and `--tmpfs`, parsed; the image's VOLUMEs are added.
     pub mounts: Vec<crate::volume::MountRequest>,
+    /// `-P`: publish every port the image exposes, on random host ports.
+    pub publish_all: bool,
     pub config: ContainerConfig,
 }
 
@@ -387,6 +389,21 @@ impl Engine {
         if let Some(e) = img_cfg["ExposedPorts"].as_object() {
             config.exposed = e.keys().cloned().collect();
         }
+        let mode = crate::network::NetworkMode::parse(&config.network)
+            .map_err(|e| ContainerError::Invalid(e.to_string()))?;
+        if req.publish_all {
+            let extra = crate::network::ports::publish_exposed(&config.ports, &config.exposed)
+                .map_err(|e| ContainerError::Invalid(e.to_string()))?;
+            config.ports.extend(extra);
+        }
+        if !config.ports.is_empty() && !mode.is_private() {
+            return Err(ContainerError::Invalid(format!(
+                "published ports need a private network, not --network {mode}"
+            ))
+            .into());
+        }
+        crate::network::ports::assign_host_ports(&mut config.ports)
+            .map_err(|e| ContainerError::Invalid(e.to_string()))?;
         let mut labels = std::collections::BTreeMap::new();
         if let Some(l) = img_cfg["Labels"].as_object() {
             for (k, v) in l {
@@ -552,12 +569,60 @@ impl Engine {
                 }
             }
         }
+        let mut so = so;
+        let mode = crate::network::NetworkMode::parse(&r.config.network)
+            .map_err(|e| ContainerError::Invalid(e.to_string()))?;
+        let helper = match &mode {
+            crate::network::NetworkMode::Private(named) => Some(
+                crate::network::select_helper(*named)
+                    .map_err(|e| ContainerError::Invalid(e.to_string()))?,
+            ),
+            _ => None,
+        };
+        so.network = match (&mode, mode.spec_netns()) {
+            (_, Some(ns)) => ns,
+            (crate::network::NetworkMode::Container(other), None) => {
+                let o = self.container(other)?;
+                if o.status != Status::Running || o.pid <= 0 {
+                    return Err(ContainerError::NotRunning(other.clone()));
+                }
+                NetworkNs::Path(format!("/proc/{}/ns/net", o.pid))
+            }
+            _ => NetworkNs::Private,
+        };
+        if r.config.hostname.is_empty() {
+            so.hostname = crate::network::default_hostname(&mode, &r.id);
+        }
+        let c = &r.config;
+        let file_opts = crate::network::files::FileOptions::from_flags(
+            &so.hostname,
+            &r.name,
+            &c.add_hosts,
+            &c.dns,
+            &c.dns_search,
+            &c.dns_options,
+        )
+        .map_err(|e| ContainerError::Invalid(e.to_string()))?;
+        let files = crate::network::files::write(&rundir, &mode, helper, &file_opts)
+            .map_err(|e| ContainerError::Invalid(e.to_string()))?;
+        // The user's own mounts of these files win.
+        for f in files {
+            if !so.mounts.iter().any(|m| m["destination"] == f.destination) {
+                so.mounts.push(f.oci());
+            }
+        }
         let spec = spec::build(&so, &merged.to_string_lossy())?;
         let bytes = serde_json::to_vec_pretty(&spec).expect("a spec serialises");
         fs::write(cdir.join("config.json"), bytes)
             .map_err(io_err(format!("writing {}/config.json", cdir.display())))?;
         let pid = self.spawn_monitor(r, rt, monitor, cdir, &rundir)?;
         r.pid = pid;
+        if let Some(h) = helper {
+            r.net = Some(
+                crate::network::setup(h, pid, &r.config.ports, &rundir)
+                    .map_err(|e| ContainerError::Invalid(e.to_string()))?,
+            );
+        }
         on_created(&rundir)?;
         rt.run("start", &r.id, &rt.start_args(&r.id))?;
         r.status = Status::Running;
@@ -616,11 +681,6 @@ impl Engine {
                 o.capabilities.push(a);
             }
         }
-        o.network = match c.network.as_str() {
-            "host" => NetworkNs::Host,
-            n if n.starts_with("ns:") => NetworkNs::Path(n[3..].to_string()),
-            _ => NetworkNs::Private,
-        };
         o.mounts = c.mounts.iter().map(|m| m.oci.clone()).collect();
         o.seccomp =
             match c.seccomp_profile.as_deref() {
@@ -774,10 +834,8 @@ impl Engine {
     /// root filesystem is unmounted. Every step is best effort and idempotent.
     fn teardown(&self, r: &mut ContainerRecord, rt: &Runtime) {
         let _ = rt.run("delete", &r.id, &rt.delete_args(&r.id, true));
-        if r.net_pid > 0 {
-            // SAFETY: plain kill(2).
-            unsafe { libc::kill(r.net_pid, libc::SIGTERM) };
-            r.net_pid = 0;
+        if let Some(net) = r.net.take() {
+            crate::network::teardown(&net);
         }
         let merged = self.container_dir(&r.id).join("merged");
         if let Err(e) = rootfs::unmount(&merged)

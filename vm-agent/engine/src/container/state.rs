@@ -66,7 +66,7 @@ pub struct ContainerRecord {
     pub monitor_start: String,
     /// The network helper (pasta or slirp4netns) of the current run.
     #[serde(default)]
-    pub net_pid: i32,
+    pub net: Option<crate::network::HelperProcess>,
     /// Set by `stop`/`kill` so that `--restart` does not bring the container back.
     #[serde(default)]
     pub stopped_by_user: bool,
