@@ -29,6 +29,9 @@ pub struct Args {
     pub sync_fd: Option<i32>,
     pub exit_command: Option<PathBuf>,
     pub exit_args: Vec<OsString>,
+    /// The host's `NOTIFY_SOCKET` (a path, or `@name` for an abstract socket): the
+    /// container's notifications are relayed to it (docs/systemd.md).
+    pub sdnotify_socket: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +69,7 @@ const FLAGS_WITH_VALUES: &[&str] = &[
     "--sync-fd",
     "--exit-command",
     "--exit-arg",
+    "--sdnotify-socket",
 ];
 
 fn flag_name(a: &OsStr) -> Option<&'static str> {
@@ -102,6 +106,7 @@ impl Args {
         let mut sync_fd = None;
         let mut exit_command = None;
         let mut exit_args = Vec::new();
+        let mut sdnotify_socket = None;
 
         let mut it = args.into_iter();
         while let Some(a) = it.next() {
@@ -153,6 +158,13 @@ impl Args {
                 }
                 "--exit-command" => exit_command = Some(PathBuf::from(v)),
                 "--exit-arg" => exit_args.push(v),
+                "--sdnotify-socket" => {
+                    let v = text(flag, v)?;
+                    if !crate::notify::valid_address(&v) {
+                        return Err(ArgsError::BadValue(flag, v));
+                    }
+                    sdnotify_socket = Some(v)
+                }
                 _ => unreachable!("every flag with a value is matched"),
             }
         }
@@ -199,6 +211,7 @@ impl Args {
             sync_fd,
             exit_command,
             exit_args,
+            sdnotify_socket,
         })
     }
 
@@ -226,7 +239,8 @@ mod tests {
         let a = parse(&format!(
             "{BASE} --runtime-arg --root --runtime-arg /s --log-driver k8s-file \
              --log-path /l --terminal --stdin --preserve-fds 2 --sync-fd 5 \
-             --exit-command /bin/capsa --exit-arg container --exit-arg cleanup"
+             --exit-command /bin/capsa --exit-arg container --exit-arg cleanup \
+             --sdnotify-socket @sd"
         ))
         .unwrap();
         assert_eq!(a.id, "c1");
@@ -237,6 +251,7 @@ mod tests {
         assert_eq!((a.preserve_fds, a.sync_fd), (2, Some(5)));
         assert_eq!(a.exit_command, Some(PathBuf::from("/bin/capsa")));
         assert_eq!(a.exit_args, ["container", "cleanup"]);
+        assert_eq!(a.sdnotify_socket.as_deref(), Some("@sd"));
     }
 
     #[test]
@@ -283,6 +298,10 @@ mod tests {
             ),
             (
                 &format!("{BASE} --log-driver none --id a/b"),
+                "invalid value",
+            ),
+            (
+                &format!("{BASE} --log-driver none --sdnotify-socket relative/sock"),
                 "invalid value",
             ),
         ];

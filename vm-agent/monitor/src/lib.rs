@@ -3,7 +3,8 @@
 //! or the pty), the log (k8s-file, json-file), the attach socket, reaping the container's
 //! process, the exit file and running the exit command. It does not own the container
 //! record, `start`, stopping or deleting the container: the engine does those through the
-//! runtime. The contract is docs/internals.md, "The monitor". std and libc only, one
+//! runtime. It also relays the container's systemd notifications (`--sdnotify-socket`).
+//! The contract is docs/internals.md, "The monitor". std and libc only, one
 //! poll(2) loop and no threads, so that its memory stays below conmon's.
 
 #![warn(clippy::undocumented_unsafe_blocks)]
@@ -11,6 +12,7 @@
 pub mod args;
 pub mod logfile;
 pub mod monitor;
+pub mod notify;
 pub mod sys;
 
 use std::ffi::OsString;

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::args::{Args, LogDriver};
 use crate::logfile::{self, Format, Log, Stream};
+use crate::notify::{self, Relay};
 use crate::sys::{self, Ended};
 
 /// One read of container output, and the largest client packet (plus its kind byte).
@@ -42,6 +43,10 @@ pub mod kind {
     pub const RESIZE: u8 = 4;
     pub const STDIN_CLOSED: u8 = 5;
 }
+
+/// The first poll slot of an attach client: before them come the signalfd, the attach
+/// socket, stdout, stderr, the container's stdin and the notify socket.
+const CLIENTS: usize = 6;
 
 /// Files in the run directory (the monitor's working directory).
 const ATTACH: &str = "attach";
@@ -179,6 +184,7 @@ struct Ready {
     outputs: [Option<OwnedFd>; 2],
     stdin: Stdin,
     log: Option<Log<File>>,
+    notify: Option<Relay>,
 }
 
 enum Stdin {
@@ -227,7 +233,7 @@ fn setup(args: &Args) -> Result<Ready, Error> {
     )))?;
     let rundir = std::env::current_dir().map_err(ctx("the run directory"))?;
     let mut cleanup = Cleanup(true);
-    for stale in [EXIT, "exit.tmp", PIDFILE, ATTACH, CONSOLE] {
+    for stale in [EXIT, "exit.tmp", PIDFILE, ATTACH, CONSOLE, notify::SOCKET] {
         let _ = fs::remove_file(stale);
     }
     atomic_write(MONITOR_PID, &format!("{}\n", sys::getpid())).map_err(ctx(format!(
@@ -244,6 +250,14 @@ fn setup(args: &Args) -> Result<Ready, Error> {
         Some(l)
     } else {
         None
+    };
+    // Bound before `create`, which bind-mounts its directory into the container.
+    let notify = match &args.sdnotify_socket {
+        Some(host) => Some(Relay::bind(host).map_err(ctx(format!(
+            "binding {}",
+            rundir.join(notify::SOCKET).display()
+        )))?),
+        None => None,
     };
 
     let mut cmd = command(&args.runtime);
@@ -337,6 +351,7 @@ fn setup(args: &Args) -> Result<Ready, Error> {
         outputs,
         stdin,
         log,
+        notify,
     })
 }
 
@@ -360,7 +375,7 @@ struct Cleanup(bool);
 impl Drop for Cleanup {
     fn drop(&mut self) {
         if self.0 {
-            for f in [ATTACH, CONSOLE, MONITOR_PID] {
+            for f in [ATTACH, CONSOLE, MONITOR_PID, notify::SOCKET] {
                 let _ = fs::remove_file(f);
             }
         }
@@ -445,6 +460,7 @@ struct Serve<'a> {
     stall: Vec<u8>,
     stall_until: Option<Instant>,
     drain_reads: usize,
+    notify: Option<Relay>,
 }
 
 impl Ready {
@@ -456,6 +472,7 @@ impl Ready {
             outputs,
             stdin,
             log,
+            notify,
         } = self;
         let mut s = Serve {
             args,
@@ -472,6 +489,7 @@ impl Ready {
             stall: Vec::new(),
             stall_until: None,
             drain_reads: 0,
+            notify,
         };
         let mut fds = Vec::with_capacity(8);
         sys::trim_code_pages();
@@ -485,6 +503,9 @@ impl Ready {
         s.say_goodbye(code);
         drop(listener);
         let _ = fs::remove_file(ATTACH);
+        if s.notify.take().is_some() {
+            let _ = fs::remove_file(notify::SOCKET);
+        }
         drop(s);
         if let Some(cmd) = &args.exit_command {
             let _ = command(cmd)
@@ -543,6 +564,8 @@ impl Serve<'_> {
             _ => -1,
         };
         fds.push(sys::pollfd(stdin_fd, libc::POLLOUT));
+        let notify_fd = self.notify.as_ref().map_or(-1, Relay::fd);
+        fds.push(sys::pollfd(notify_fd, libc::POLLIN));
         let client_events = if self.pending.len() < STDIN_HIGH {
             libc::POLLIN
         } else {
@@ -562,7 +585,7 @@ impl Serve<'_> {
         }
         let ready = |p: &libc::pollfd| p.fd >= 0 && p.revents != 0;
 
-        for (i, p) in fds[5..].iter().enumerate().rev() {
+        for (i, p) in fds[CLIENTS..].iter().enumerate().rev() {
             if !ready(p) {
                 continue;
             }
@@ -587,6 +610,11 @@ impl Serve<'_> {
         }
         if ready(&fds[4]) {
             self.flush_stdin();
+        }
+        if ready(&fds[5])
+            && let Some(n) = &self.notify
+        {
+            n.pump(&mut self.buf, sys::getpid());
         }
         for (i, stream) in [Stream::Stdout, Stream::Stderr].into_iter().enumerate() {
             if ready(&fds[2 + i]) && self.read_output(stream) == Read::End {

@@ -234,6 +234,73 @@ fn sockaddr_un(path: &[u8]) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> 
     Ok((addr, len as libc::socklen_t))
 }
 
+/// The address of a unix socket named as `NOTIFY_SOCKET` names one: a path, or `@name`
+/// for a socket in the abstract namespace (no file, no trailing NUL).
+pub fn unix_address(addr: &[u8]) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
+    let Some(name) = addr.strip_prefix(b"@") else {
+        return sockaddr_un(addr);
+    };
+    // SAFETY: sockaddr_un is plain data; all-zero is a valid value.
+    let mut sa: libc::sockaddr_un = unsafe { mem::zeroed() };
+    sa.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    if name.is_empty() || name.len() >= sa.sun_path.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "abstract socket name is empty or longer than 107 bytes",
+        ));
+    }
+    // sun_path[0] stays NUL: that marks the abstract namespace.
+    for (d, s) in sa.sun_path[1..].iter_mut().zip(name) {
+        *d = *s as libc::c_char;
+    }
+    let len = mem::size_of::<libc::sa_family_t>() + 1 + name.len();
+    Ok((sa, len as libc::socklen_t))
+}
+
+/// An unbound datagram socket, non-blocking and close-on-exec, to send from.
+pub fn datagram_socket() -> io::Result<OwnedFd> {
+    let ty = libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
+    // SAFETY: plain socket(2) call; the result is checked.
+    let fd = cvt(unsafe { libc::socket(libc::AF_UNIX, ty, 0) })?;
+    // SAFETY: socket returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A datagram socket bound at `path` (relative to the working directory when it does
+/// not start with `/`) with `mode`, non-blocking and close-on-exec.
+pub fn bind_datagram(path: &CStr, mode: libc::mode_t) -> io::Result<OwnedFd> {
+    let (addr, len) = sockaddr_un(path.to_bytes())?;
+    let fd = datagram_socket()?;
+    // SAFETY: `addr` is a valid sockaddr_un of `len` bytes.
+    cvt(unsafe { libc::bind(fd.as_raw_fd(), (&raw const addr).cast(), len) })?;
+    // SAFETY: `path` is a NUL-terminated string.
+    cvt(unsafe { libc::chmod(path.as_ptr(), mode) })?;
+    Ok(fd)
+}
+
+/// Sends one datagram to `to` without blocking and without SIGPIPE.
+pub fn send_to(
+    fd: BorrowedFd<'_>,
+    buf: &[u8],
+    to: &(libc::sockaddr_un, libc::socklen_t),
+) -> io::Result<usize> {
+    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+    retry(|| {
+        // SAFETY: `buf` is valid for reads of its length; `to` is a valid address of
+        // the length it carries.
+        cvt_size(unsafe {
+            libc::sendto(
+                fd.as_raw_fd(),
+                buf.as_ptr().cast(),
+                buf.len(),
+                flags,
+                (&raw const to.0).cast(),
+                to.1,
+            )
+        })
+    })
+}
+
 /// A listening unix socket bound at `path` (relative to the working directory when it
 /// does not start with `/`) with mode 0600, non-blocking and close-on-exec.
 pub fn listen_unix(path: &CStr, kind: libc::c_int, backlog: i32) -> io::Result<OwnedFd> {

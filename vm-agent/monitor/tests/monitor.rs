@@ -1009,3 +1009,72 @@ fn stdin_closes_when_the_last_client_with_stdin_closes_it() {
     assert_eq!(w.exit.as_deref(), Some("0"));
     assert!(m.wait().success());
 }
+
+/// Datagrams received on `sock` until one contains `until` (or the timeout).
+fn notifications(sock: &std::os::unix::net::UnixDatagram, until: &str) -> Vec<String> {
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline && !got.iter().any(|m: &String| m.contains(until)) {
+        if let Ok(n) = sock.recv(&mut buf) {
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    got
+}
+
+#[test]
+fn notifications_are_relayed_to_the_host_socket() {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    if !can_run("notifications_are_relayed_to_the_host_socket") {
+        return;
+    }
+    // Once with a path and once with an abstract socket, as NOTIFY_SOCKET may name either.
+    for abstract_ns in [false, true] {
+        let c = Ctr::new("notify", &["sleep", "100"], false);
+        let (host, addr) = if abstract_ns {
+            let name = format!("capsa-mon-notify-{}", std::process::id());
+            let a = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+            (UnixDatagram::bind_addr(&a).unwrap(), format!("@{name}"))
+        } else {
+            let p = c.rundir.join("../host.sock");
+            (UnixDatagram::bind(&p).unwrap(), p.display().to_string())
+        };
+        let mut m = c.spawn(&["--sdnotify-socket", &addr]);
+        m.pid();
+        let monitor = m.monitor.unwrap_or(m.child.id() as i32);
+        let inner = c.rundir.join("notify/notify.sock");
+        let mode = fs::metadata(&inner).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o777, "anyone in the container may notify");
+        c.start();
+        // What the container would send through /run/notify/notify.sock.
+        let ctr = UnixDatagram::unbound().unwrap();
+        for msg in [
+            "STATUS=starting",
+            "MAINPID=1",
+            "STATUS=up\nREADY=1",
+            "WATCHDOG=1",
+        ] {
+            ctr.send_to(msg.as_bytes(), &inner).unwrap();
+        }
+        let got = notifications(&host, "WATCHDOG=1");
+        assert_eq!(
+            got,
+            [
+                "STATUS=starting\n".to_string(),
+                format!("STATUS=up\nREADY=1\nMAINPID={monitor}\n"),
+                "WATCHDOG=1\n".to_string(),
+            ],
+            "MAINPID=1 is dropped, READY=1 names the monitor, and relaying goes on after it"
+        );
+        let out = c.crun(&["kill", &c.id, "KILL"]);
+        assert!(out.status.success());
+        assert_eq!(c.exit_code(), 137);
+        assert!(m.wait().success());
+        assert!(!inner.exists(), "the socket is removed at the exit");
+    }
+}
