@@ -12,7 +12,7 @@ with_tests=0
 
 pkgs=(ca-certificates uidmap crun passt slirp4netns fuse-overlayfs catatonit busybox-static
       docker-registry skopeo apache2-utils jq zstd openssl curl python3 gcc libc6-dev bsdutils time)
-(( with_tests )) && pkgs+=(podman mmdebstrap)
+(( with_tests )) && pkgs+=(podman mmdebstrap systemd)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

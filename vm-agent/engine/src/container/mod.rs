@@ -10,3 +10,4 @@ pub mod rootfs;
 pub mod runtime;
 pub mod spec;
 pub mod state;
+pub mod systemd;
