@@ -454,3 +454,120 @@ fn helper_errors_name_the_tool_and_give_a_hint() {
     let e = setup(Helper::Pasta, me, &[], Path::new("/nonexistent")).unwrap_err();
     assert!(matches!(e, NetworkError::SameNetns(_)), "{e}");
 }
+
+/// The real sequence: crun creates a container with a private namespace, the helper is
+/// attached to its pid before `crun start`, and the generated files are mounted.
+#[test]
+fn crun_container_gets_network_files_and_ports() {
+    if let Some(why) = root_checks(&["crun"]) {
+        eprintln!("SKIP: {why}");
+        return;
+    }
+    let Some(busybox) = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+    else {
+        eprintln!("SKIP: busybox-static is not installed");
+        return;
+    };
+    for helper in [Helper::Pasta, Helper::Slirp4netns] {
+        if find_in_path(helper.binary()).is_none() {
+            eprintln!("SKIP: {helper} is not installed");
+            continue;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let bundle = t.path().join("bundle");
+        fs::create_dir_all(bundle.join("rootfs/bin")).unwrap();
+        fs::create_dir_all(bundle.join("rootfs/etc")).unwrap();
+        fs::copy(busybox, bundle.join("rootfs/bin/busybox")).unwrap();
+        let id = format!("capsa-net-test-{}-{helper}", std::process::id());
+        let hostname = default_hostname(&NetworkMode::default(), "cafe0123abcdef");
+        let opts =
+            files::FileOptions::from_flags(&hostname, "net_test", &["db:10.1.2.3"], &[], &[], &[])
+                .unwrap();
+        let mode = NetworkMode::Private(Some(helper));
+        let mounts = files::write(&t.path().join("net"), &mode, None, &opts).unwrap();
+        let mut o = crate::container::spec::SpecOptions::new(
+            [
+                "/bin/busybox",
+                "sh",
+                "-c",
+                "cat /etc/hosts /etc/resolv.conf /etc/hostname; echo ---; busybox nc -l -p 80",
+            ]
+            .map(String::from)
+            .to_vec(),
+        );
+        o.hostname = hostname.clone();
+        o.network = mode.spec_netns().unwrap();
+        o.mounts = mounts.iter().map(|m| m.oci()).collect();
+        let spec = crate::container::spec::build(&o, "rootfs").unwrap();
+        fs::write(
+            bundle.join("config.json"),
+            serde_json::to_vec(&spec).unwrap(),
+        )
+        .unwrap();
+        let state = t.path().join("state");
+        let crun = |args: &[&str]| {
+            let mut c = Command::new("crun");
+            c.arg("--root").arg(&state).args(args);
+            c
+        };
+        let mut create = crun(&["create", "--bundle"])
+            .arg(&bundle)
+            .arg("--pid-file")
+            .arg(bundle.join("pid"))
+            .arg(&id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            // A file: the container keeps crun's stdio, a pipe would never end.
+            .stderr(fs::File::create(t.path().join("crun.err")).unwrap())
+            .spawn()
+            .unwrap();
+        // The container keeps crun's stdout: read it on a thread.
+        let mut stdout = create.stdout.take().unwrap();
+        let output = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stdout.read_to_string(&mut s);
+            s
+        });
+        let status = create.wait().unwrap();
+        let err = fs::read_to_string(t.path().join("crun.err")).unwrap_or_default();
+        assert!(status.success(), "crun create: {err}");
+        let pid: i32 = fs::read_to_string(bundle.join("pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+
+        let mut ports = parse_publish_all(&["127.0.0.1::80"]).unwrap();
+        assign_host_ports(&mut ports).unwrap();
+        let rundir = t.path().join("run");
+        fs::create_dir_all(&rundir).unwrap();
+        let net = setup(helper, pid, &ports, &rundir)
+            .unwrap_or_else(|e| panic!("{helper} setup: {}", chain(&e)));
+        let started = crun(&["start", &id]).status().unwrap();
+        assert!(started.success());
+        wait_for("nc in the container", || bound_in(pid, "tcp", 80));
+        let payload = "bytes for the container\n";
+        let mut s = TcpStream::connect(("127.0.0.1", ports[0].host_port)).unwrap();
+        s.write_all(payload.as_bytes()).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let out = output.join().unwrap();
+        let (files_text, received) = out.split_once("---\n").unwrap_or((&out, ""));
+        assert_eq!(received, payload, "{helper}: {out}");
+        assert!(files_text.starts_with("10.1.2.3\tdb\n"), "{files_text}");
+        let own = files::guest_address(helper, &HostInfo::read()).unwrap();
+        assert!(
+            files_text.contains(&format!("{own}\t{hostname} net_test\n")),
+            "{files_text}"
+        );
+        assert!(
+            files_text.ends_with(&format!("{hostname}\n")),
+            "{files_text}"
+        );
+        wait_for(&format!("{helper} to exit with the container"), || {
+            gone(net.pid)
+        });
+        let _ = crun(&["delete", "--force", &id]).status();
+    }
+}
