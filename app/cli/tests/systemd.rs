@@ -487,6 +487,90 @@ both!(
 );
 
 both!(
+    socket_activation_through_systemd_socket_activate,
+    |c: &Capsa, img: &str| {
+        let Some(helper) = helper_mount(c) else {
+            return;
+        };
+        let Some(tool) = which("systemd-socket-activate") else {
+            eprintln!("SKIP: systemd-socket-activate is not installed (package systemd)");
+            return;
+        };
+        // systemd's own tool binds, waits for the first connection, then execs capsa with
+        // LISTEN_FDS, LISTEN_PID and LISTEN_FDNAMES set.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let listen = format!("127.0.0.1:{port}");
+        let base = c.cmd(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-v",
+            &helper,
+            img,
+            "/sdhelper",
+            "serve",
+        ]);
+        let prog = base.get_program().to_os_string();
+        let argv: Vec<OsString> = base.get_args().map(OsString::from).collect();
+        let wrap: [OsString; 4] = [
+            tool.into_os_string(),
+            "-l".into(),
+            listen.clone().into(),
+            "--fdname=api".into(),
+        ];
+        let mut cmd;
+        if prog == "runuser" {
+            let cut = argv.iter().position(|a| a == "--").unwrap() + 1;
+            cmd = Command::new("runuser");
+            cmd.args(&argv[..cut]).args(&wrap).args(&argv[cut..]);
+        } else {
+            cmd = Command::new(&wrap[0]);
+            cmd.args(&wrap[1..]).arg(prog).args(&argv);
+        }
+        for (k, v) in base.get_envs() {
+            if let Some(v) = v {
+                cmd.env(k, v);
+            }
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + TIMEOUT;
+        let mut conn = loop {
+            match std::net::TcpStream::connect(&listen) {
+                Ok(s) => break s,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "connecting to {listen}: {e}");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        };
+        conn.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut line = String::new();
+        BufReader::new(&mut conn).read_line(&mut line).unwrap();
+        let out = child.wait_with_output().unwrap();
+        eprintln!("{}{}", stdout(&out), stderr(&out));
+        assert_eq!(line, "LISTEN_FDS=1 LISTEN_PID=1 LISTEN_FDNAMES=api\n");
+        assert!(out.status.success());
+    }
+);
+
+/// A program in $PATH.
+fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+both!(
     socket_activation_for_another_pid_is_ignored,
     |c: &Capsa, img: &str| {
         // LISTEN_PID names some other process (a parent that did not clear it): capsa
