@@ -5,8 +5,9 @@
 //! 1. `create`: [`NetworkMode::parse`] the `--network` value; [`ports::parse_publish_all`]
 //!    the `-p` values, add [`ports::publish_exposed`] for `-P`, then
 //!    [`ports::assign_host_ports`] so random host ports are fixed in the record.
-//! 2. Before `crun create`: [`select_helper`] (private mode only), [`files::write`] into
-//!    a per-container directory and bind-mount what it returns; the OCI spec gets
+//! 2. Before `crun create`: [`select_helper`] (private mode only), then
+//!    [`files::write`] (with [`files::FileOptions::from_flags`]) into a per-container
+//!    directory; the spec gets the returned mounts ([`files::FileMount::oci`]) and
 //!    [`NetworkMode::spec_netns`].
 //! 3. After `crun create` reported the container's pid, before `crun start`: [`setup`]
 //!    attaches pasta or slirp4netns to `/proc/<pid>/ns/net` and publishes the ports.

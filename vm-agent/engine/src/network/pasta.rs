@@ -126,9 +126,10 @@ pub(crate) fn start(
         });
     }
     tracing::debug!(?cmd, "starting pasta");
-    let out = cmd
-        .output()
-        .map_err(|source| NetworkError::Spawn { helper, source })?;
+    let out = cmd.output().map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound => NetworkError::NotFound(helper),
+        _ => NetworkError::Spawn { helper, source },
+    })?;
     if !out.status.success() {
         return Err(failed(format!(
             "{}: {}",
