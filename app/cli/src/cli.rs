@@ -83,6 +83,9 @@ pub enum Command {
     /// Manage volumes
     #[command(subcommand)]
     Volume(crate::commands::volume::VolumeCommand),
+    /// Generate structured data (systemd units) for containers
+    #[command(subcommand)]
+    Generate(crate::commands::generate::GenerateCommand),
     /// Pull an image from a registry
     Pull(PullArgs),
     /// Push an image to a registry

@@ -24,6 +24,8 @@ impl std::error::Error for Exit {}
 
 fn main() {
     capsa_engine::userns::run_pause_if_asked();
+    // Before any thread: systemd's variables leave the environment (docs/systemd.md).
+    capsa_engine::container::systemd::SystemdEnv::capture();
     // Usage errors exit 125 like Podman's; --help and --version exit 0.
     let cli = match cli::Cli::try_parse() {
         Ok(c) => c,

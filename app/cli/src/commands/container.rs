@@ -147,7 +147,7 @@ pub struct CreateArgs {
     #[arg(long, default_value_t = 0)]
     pub preserve_fds: u32,
     /// How READY=1 reaches $NOTIFY_SOCKET: container, conmon, ignore
-    #[arg(long, default_value = "container")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub sdnotify: String,
     /// Add an annotation to the container (key=value)
     #[arg(long)]
@@ -515,7 +515,7 @@ fn build_config(a: &CreateArgs) -> Result<ContainerConfig> {
     }
     c.cpus = a.cpus;
     c.pids_limit = a.pids_limit;
-    if !matches!(a.sdnotify.as_str(), "container" | "conmon" | "ignore") {
+    if !matches!(a.sdnotify.as_str(), "" | "container" | "conmon" | "ignore") {
         bail!(
             "invalid --sdnotify {:?}: use container, conmon or ignore",
             a.sdnotify

@@ -3,6 +3,7 @@
 
 pub mod attach;
 pub mod container;
+pub mod generate;
 mod image;
 mod login;
 pub mod volume;
@@ -101,6 +102,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             container::exec(&open(&g)?, a)
         }
         Command::Volume(c) => volume::run(&open(&g)?, c),
+        Command::Generate(c) => generate::run(&open(&g)?, &g, c),
         Command::Container(ContainerCommand::Cleanup(a)) => container::cleanup(&open(&g)?, a),
     }
 }

@@ -175,7 +175,7 @@ impl Engine {
                 "Umask": "0022",
                 "Timeout": 0,
                 "Passwd": true,
-                "sdNotifyMode": c.sdnotify,
+                "sdNotifyMode": if c.sdnotify.is_empty() { "container" } else { &c.sdnotify },
             },
             "HostConfig": {
                 "Binds": c

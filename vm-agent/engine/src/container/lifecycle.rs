@@ -611,6 +611,8 @@ impl Engine {
                 so.mounts.push(f.oci());
             }
         }
+        let sd = crate::container::systemd::SystemdEnv::current();
+        crate::container::systemd::apply_to_spec(&mut so, sd, &r.config, &rundir)?;
         let spec = spec::build(&so, &merged.to_string_lossy())?;
         let bytes = serde_json::to_vec_pretty(&spec).expect("a spec serialises");
         fs::write(cdir.join("config.json"), bytes)
@@ -625,6 +627,7 @@ impl Engine {
         }
         on_created(&rundir)?;
         rt.run("start", &r.id, &rt.start_args(&r.id))?;
+        crate::container::systemd::notify_started(sd, &r.config, r.monitor_pid);
         r.status = Status::Running;
         r.started_at = Some(now());
         r.finished_at = None;
@@ -728,7 +731,8 @@ impl Engine {
         // SAFETY: pipe2 returned two fresh descriptors we now own.
         let (sync_r, sync_w) =
             unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        let preserve = c.preserve_fds as i32;
+        let sd = crate::container::systemd::SystemdEnv::current();
+        let preserve = crate::container::systemd::preserved_fds(sd, c) as i32;
         let sync_fd = 3 + preserve;
         let exe = std::env::current_exe().map_err(io_err("finding the capsa executable"))?;
         let mut cmd = Command::new(monitor);
@@ -755,6 +759,7 @@ impl Engine {
             cmd.arg("--preserve-fds").arg(preserve.to_string());
         }
         cmd.arg("--sync-fd").arg(sync_fd.to_string());
+        crate::container::systemd::configure_monitor(&mut cmd, sd, c);
         cmd.arg("--exit-command").arg(&exe);
         let mut exit_args: Vec<OsString> = vec![
             "--root".into(),
