@@ -3,6 +3,7 @@
 //! engine.
 
 pub mod attach;
+pub mod fsops;
 pub mod inspect;
 pub mod lifecycle;
 pub mod logs;
