@@ -378,7 +378,7 @@ both!(diff_lists_changes, |c: &Capsa, img: &str| {
         img,
         "sh",
         "-c",
-        "touch /etc/passwd; rm /bin/ls; mkdir /newdir; echo x > /newdir/f; rm -rf /home",
+        "touch /etc/passwd; rm /bin/ls; mkdir /newdir; echo x > /newdir/f; rm -rf /home; rm -rf /usr; mkdir /usr; echo y > /usr/y",
     ]);
     let out = c.ok(&["diff", "d"]);
     let lines: Vec<&str> = out.lines().collect();
@@ -389,6 +389,9 @@ both!(diff_lists_changes, |c: &Capsa, img: &str| {
         "D /home",
         "A /newdir",
         "A /newdir/f",
+        // Replaced: overlayfs' opaque directory, read as Podman reads it.
+        "D /usr",
+        "A /usr/y",
     ] {
         assert!(lines.contains(&l), "{l} not in {lines:?}");
     }
@@ -516,3 +519,50 @@ both!(commit_then_run, |c: &Capsa, img: &str| {
         "{err}"
     );
 });
+
+both!(
+    cp_enters_volumes_and_generated_files,
+    |c: &Capsa, img: &str| {
+        let w = work(c);
+        let vol = w.join("vol");
+        std::fs::create_dir(&vol).unwrap();
+        give(c, &vol);
+        let v = format!("{}:/data", vol.display());
+        c.ok(&[
+            "run",
+            "-d",
+            "--name",
+            "vb",
+            "--hostname",
+            "fs-host",
+            "-v",
+            &v,
+            "-v",
+            "named:/nv",
+            img,
+            "sleep",
+            "1000",
+        ]);
+        // Into a bind mount: the host directory gets it, as the container sees it.
+        c.ok(&["cp", s(&w.join("hello")), "vb:/data/"]);
+        assert_eq!(
+            std::fs::read_to_string(vol.join("hello")).unwrap(),
+            "hello from the host\n"
+        );
+        assert_eq!(
+            c.ok(&["exec", "vb", "cat", "/data/hello"]),
+            "hello from the host\n"
+        );
+        c.ok(&["cp", s(&w.join("hello")), "vb:/nv/x"]);
+        assert_eq!(
+            c.ok(&["exec", "vb", "cat", "/nv/x"]),
+            "hello from the host\n"
+        );
+        // The generated /etc/hostname is the container's, not the image's empty file.
+        c.ok(&["cp", "vb:/etc/hostname", s(&w.join("hn"))]);
+        assert_eq!(
+            std::fs::read_to_string(w.join("hn")).unwrap().trim(),
+            "fs-host"
+        );
+    }
+);

@@ -1500,17 +1500,14 @@ impl Engine {
         rec: &ContainerRecord,
         f: impl FnOnce(&Root) -> Result<T, FsError>,
     ) -> Result<T, FsError> {
-        let mounts: Vec<MountPoint> = rec
-            .config
-            .mounts
-            .iter()
-            .filter(|m| matches!(m.kind, MountKind::Bind | MountKind::Volume))
-            .filter(|m| m.source.starts_with('/'))
-            .map(|m| MountPoint {
-                dest: clean_abs(&m.destination),
-                source: PathBuf::from(&m.source),
-            })
-            .collect();
+        let running = rec.mounted && matches!(rec.status, Status::Running | Status::Paused);
+        let mounts = match running {
+            // The bundle also has the generated /etc/hosts, resolv.conf and hostname.
+            true => self
+                .bundle_mounts(rec)
+                .unwrap_or_else(|| config_mounts(rec)),
+            false => config_mounts(rec),
+        };
         self.with_rootfs(rec, |merged| {
             let root = Root::open(merged, mounts)
                 .map_err(io_err(format!("opening {}", merged.display())))?;
@@ -1567,6 +1564,57 @@ impl Engine {
             WhiteoutMode::Overlay { xattr_prefix } => xattr_prefix,
             WhiteoutMode::Apply => "trusted.",
         }
+    }
+}
+
+/// The volumes and bind mounts the container was created with.
+fn config_mounts(rec: &ContainerRecord) -> Vec<MountPoint> {
+    rec.config
+        .mounts
+        .iter()
+        .filter(|m| matches!(m.kind, MountKind::Bind | MountKind::Volume))
+        .filter(|m| m.source.starts_with('/'))
+        .map(|m| MountPoint {
+            dest: clean_abs(&m.destination),
+            source: PathBuf::from(&m.source),
+        })
+        .collect()
+}
+
+/// The bind mounts of the running bundle (`config.json`), outside the kernel's own
+/// filesystems.
+fn bind_mounts_of_spec(spec: &Value) -> Vec<MountPoint> {
+    let mut out = Vec::new();
+    for m in spec["mounts"].as_array().into_iter().flatten() {
+        let options: Vec<&str> = m["options"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let bind = m["type"] == "bind" || options.iter().any(|o| *o == "bind" || *o == "rbind");
+        let (Some(dest), Some(source)) = (m["destination"].as_str(), m["source"].as_str()) else {
+            continue;
+        };
+        let dest = clean_abs(dest);
+        let kernel = ["/dev", "/proc", "/sys"]
+            .iter()
+            .any(|k| dest.starts_with(k));
+        if bind && source.starts_with('/') && !kernel {
+            out.push(MountPoint {
+                dest,
+                source: PathBuf::from(source),
+            });
+        }
+    }
+    out
+}
+
+impl Engine {
+    fn bundle_mounts(&self, rec: &ContainerRecord) -> Option<Vec<MountPoint>> {
+        let bytes = std::fs::read(self.container_dir(&rec.id).join("config.json")).ok()?;
+        let spec: Value = serde_json::from_slice(&bytes).ok()?;
+        Some(bind_mounts_of_spec(&spec))
     }
 }
 
@@ -2230,6 +2278,28 @@ mod tests {
         drop(fd);
         assert!(vol.join("new/dir").is_dir());
         assert!(!dir.join("data/new").exists());
+    }
+
+    #[test]
+    fn bundle_bind_mounts_without_kernel_filesystems() {
+        let spec = json!({"mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev/null", "type": "bind", "source": "/dev/null", "options": ["rbind"]},
+            {"destination": "/etc/hosts", "type": "bind", "source": "/run/x/hosts", "options": ["bind"]},
+            {"destination": "/data/", "source": "/srv/vol", "options": ["rw", "rbind"]},
+            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"},
+        ]});
+        let got: Vec<(PathBuf, PathBuf)> = bind_mounts_of_spec(&spec)
+            .into_iter()
+            .map(|m| (m.dest, m.source))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("/etc/hosts".into(), "/run/x/hosts".into()),
+                ("/data".into(), "/srv/vol".into())
+            ]
+        );
     }
 
     fn host_side<'a>(root: &'a Root, p: &str) -> Side<'a> {
