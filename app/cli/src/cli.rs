@@ -77,6 +77,14 @@ pub enum Command {
     Wait(WaitArgs),
     /// Run a process in a running container
     Exec(ExecArgs),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(crate::commands::container_fs::CpArgs),
+    /// Inspect changes to the container's file system
+    Diff(crate::commands::container_fs::DiffArgs),
+    /// Export a container's filesystem contents as a tar archive
+    Export(crate::commands::container_fs::ExportArgs),
+    /// Create new image based on the changed container
+    Commit(crate::commands::container_fs::CommitArgs),
     /// Manage containers
     #[command(subcommand)]
     Container(ContainerCommand),
@@ -172,6 +180,14 @@ pub enum ContainerCommand {
     Wait(WaitArgs),
     /// Run a process in a running container
     Exec(ExecArgs),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(crate::commands::container_fs::CpArgs),
+    /// Inspect changes to the container's file system
+    Diff(crate::commands::container_fs::DiffArgs),
+    /// Export a container's filesystem contents as a tar archive
+    Export(crate::commands::container_fs::ExportArgs),
+    /// Create new image based on the changed container
+    Commit(crate::commands::container_fs::CommitArgs),
     /// Display the configuration of a container
     Inspect(ObjectInspectArgs),
     /// Clean up a container's run (run by capsa-monitor when the container exits)

@@ -3,6 +3,7 @@
 
 pub mod attach;
 pub mod container;
+pub mod container_fs;
 pub mod generate;
 mod image;
 mod login;
@@ -100,6 +101,17 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Exec(a) | Command::Container(ContainerCommand::Exec(a)) => {
             container::exec(&open(&g)?, a)
+        }
+        Command::Cp(a) | Command::Container(ContainerCommand::Cp(a)) => {
+            container_fs::cp(&open(&g)?, a)
+        }
+        Command::Diff(a) => container_fs::diff(&open(&g)?, a, false),
+        Command::Container(ContainerCommand::Diff(a)) => container_fs::diff(&open(&g)?, a, true),
+        Command::Export(a) | Command::Container(ContainerCommand::Export(a)) => {
+            container_fs::export(&open(&g)?, a)
+        }
+        Command::Commit(a) | Command::Container(ContainerCommand::Commit(a)) => {
+            container_fs::commit(&open(&g)?, a)
         }
         Command::Volume(c) => volume::run(&open(&g)?, c),
         Command::Generate(c) => generate::run(&open(&g)?, &g, c),
