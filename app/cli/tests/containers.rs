@@ -624,3 +624,56 @@ int main(int argc, char **argv) {
         }
     }
 }
+
+#[test]
+fn vfs_store_runs_containers() {
+    // With the vfs driver each layer is a full copy: the container must see the top one
+    // only (a file deleted by a later layer stays deleted).
+    let Ok(reg) = std::env::var("CAPSA_TEST_REGISTRY") else {
+        eprintln!("SKIP vfs_store_runs_containers: CAPSA_TEST_REGISTRY is not set");
+        return;
+    };
+    if !is_root() || !monitor_bin().is_file() {
+        eprintln!("SKIP vfs_store_runs_containers: needs root and capsa-monitor");
+        return;
+    }
+    let c = Capsa::with_driver("vfs");
+    let image = format!("{reg}/layers:latest");
+    c.ok(&["pull", "-q", &image]);
+    let expected = std::fs::read_to_string(format!(
+        "{}/layers.expected",
+        std::env::var("CAPSA_TEST_FIXTURES").unwrap_or_default()
+    ))
+    .unwrap_or_default();
+    let out = c.ok(&["run", "--rm", &image, "busybox", "find", "/", "-xdev"]);
+    let runtime = [
+        "/dev",
+        "/proc",
+        "/sys",
+        "/run",
+        "/tmp",
+        "/etc/hosts",
+        "/etc/hostname",
+        "/etc/resolv.conf",
+    ];
+    let keep = |p: &&str| {
+        !runtime
+            .iter()
+            .any(|r| p == r || p.starts_with(&format!("{r}/")))
+            && *p != "/"
+    };
+    let mut want: Vec<&str> = expected
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(keep)
+        .collect();
+    let mut got: Vec<&str> = out.lines().filter(keep).collect();
+    want.sort();
+    got.sort();
+    assert!(!want.is_empty(), "layers.expected lists paths");
+    assert_eq!(
+        got, want,
+        "the container sees exactly the image's final tree"
+    );
+}

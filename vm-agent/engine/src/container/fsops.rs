@@ -1549,14 +1549,8 @@ impl Engine {
     /// The container's image layers, bottom first.
     fn lowers(&self, rec: &ContainerRecord) -> Result<Vec<PathBuf>, FsError> {
         let img = self.lookup_image(&rec.image_id)?;
-        img.layers
-            .iter()
-            .map(|l| {
-                self.store
-                    .layer_diff(l)
-                    .map_err(|e| EngineError::from(e).into())
-            })
-            .collect()
+        self.rootfs_lowers(&img)
+            .map_err(|e| EngineError::from(e).into())
     }
 
     fn xattr_prefix(&self) -> &'static str {

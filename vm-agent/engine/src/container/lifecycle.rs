@@ -524,11 +524,8 @@ impl Engine {
         let img = self
             .lookup_image(&r.image_id)
             .map_err(|e| ContainerError::Invalid(format!("image of container: {e}")))?;
-        let lowers = img
-            .layers
-            .iter()
-            .map(|l| self.store.layer_diff(l))
-            .collect::<Result<Vec<_>, _>>()
+        let lowers = self
+            .rootfs_lowers(&img)
             .map_err(|e| ContainerError::Invalid(e.to_string()))?;
         let cdir = self.container_dir(&r.id);
         let merged = rootfs::mount(&lowers, &cdir, self.store.rootless())?;
@@ -824,6 +821,20 @@ impl Engine {
             });
         }
         Err(exec_error(&rt.name, &detail))
+    }
+
+    /// The directories a container's root filesystem stacks, bottom first: every layer
+    /// with the overlay driver; with vfs only the top one, which is already a full copy
+    /// with the deletions applied (its parents would bring deleted files back).
+    pub fn rootfs_lowers(
+        &self,
+        img: &ImageRecord,
+    ) -> Result<Vec<PathBuf>, crate::store::StoreError> {
+        let layers: &[String] = match self.store.driver() {
+            crate::store::Driver::Vfs => img.layers.last().map(std::slice::from_ref).unwrap_or(&[]),
+            crate::store::Driver::Overlay => &img.layers,
+        };
+        layers.iter().map(|l| self.store.layer_diff(l)).collect()
     }
 
     /// The log file (`--log-opt path=` or `ctr.log` in the container's directory).
