@@ -677,3 +677,44 @@ fn vfs_store_runs_containers() {
         "the container sees exactly the image's final tree"
     );
 }
+
+both!(tty_end_to_end, |c: &Capsa, img: &str| {
+    // A real terminal (script(1) gives capsa a pty): the container gets a tty of the
+    // same size before its process starts, output comes back through it, and the
+    // container's exit code is capsa's.
+    let mut cmd = c.cmd(&[
+        "run",
+        "-it",
+        "--rm",
+        img,
+        "sh",
+        "-c",
+        "busybox stty size; tty; exit 5",
+    ]);
+    let prog = cmd.get_program().to_string_lossy().into_owned();
+    let args: Vec<String> = cmd
+        .get_args()
+        .map(|a| format!("'{}'", a.to_string_lossy().replace('\'', "'\\''")))
+        .collect();
+    let line = format!("stty rows 33 cols 101; {prog} {}", args.join(" "));
+    let out = cmd_with_script(c, &line);
+    let text = stdout(&out);
+    assert!(text.contains("33 101"), "{text:?}");
+    assert!(text.contains("/dev/pts/"), "{text:?}");
+    assert_eq!(out.status.code(), Some(5), "{text:?}");
+});
+
+/// Runs a shell line under script(1), with the test's environment for capsa.
+fn cmd_with_script(c: &Capsa, line: &str) -> std::process::Output {
+    let base = c.cmd(&[]);
+    let mut s = std::process::Command::new("script");
+    s.args(["-qec", line, "/dev/null"]);
+    for (k, v) in base.get_envs() {
+        match v {
+            Some(v) => s.env(k, v),
+            None => s.env_remove(k),
+        };
+    }
+    s.stdin(Stdio::null());
+    s.output().unwrap()
+}

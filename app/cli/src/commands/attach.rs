@@ -20,7 +20,12 @@ pub async fn start_attached(
     let mut conn = None;
     let rec = engine
         .start_container(id, &mut |rundir| {
-            conn = Some(attach::connect(rundir).map_err(ContainerError::from)?);
+            let c = attach::connect(rundir).map_err(ContainerError::from)?;
+            // The terminal's size before the process starts, so it never sees 0x0.
+            if tty && let Some((rows, cols)) = terminal_size() {
+                c.resize(rows, cols).map_err(ContainerError::from)?;
+            }
+            conn = Some(c);
             Ok(())
         })
         .map_err(super::container::container_err)?;
@@ -30,6 +35,21 @@ pub async fn start_attached(
             .map_err(|e| anyhow!("attaching to container {}: {e}", &rec.id[..12]))?,
     };
     pump(engine, &rec.id, conn, stdin, tty, detach_keys, sig_proxy).await
+}
+
+/// Attaches to a container that runs already (`attach`); returns its exit code, or
+/// `None` when the user detached.
+pub async fn attach_running(
+    engine: &Engine,
+    id: &str,
+    stdin: bool,
+    tty: bool,
+    detach_keys: Option<&str>,
+    sig_proxy: bool,
+) -> Result<Option<i32>> {
+    let conn = attach::connect(&engine.container_rundir(id))
+        .map_err(|e| anyhow!("attaching to container {}: {e}", &id[..id.len().min(12)]))?;
+    pump(engine, id, conn, stdin, tty, detach_keys, sig_proxy).await
 }
 
 async fn pump(
@@ -110,4 +130,18 @@ async fn pump(
             Ok(Some(rec.and_then(|r| r.exit_code).unwrap_or(0)))
         }
     }
+}
+
+/// Our terminal's size when stdin is a terminal.
+fn terminal_size() -> Option<(u16, u16)> {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ fills the winsize we pass; fd 0 may be anything (errors are
+    // reported through the return value).
+    let rc = unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) };
+    (rc == 0 && ws.ws_row > 0).then_some((ws.ws_row, ws.ws_col))
 }
