@@ -7,6 +7,7 @@ pub mod fsops;
 pub mod inspect;
 pub mod lifecycle;
 pub mod logs;
+pub mod ops;
 pub mod rootfs;
 pub mod runtime;
 pub mod spec;

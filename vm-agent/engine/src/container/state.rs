@@ -284,6 +284,27 @@ impl Containers {
         crate::store::remove_tree(&doomed);
         Ok(())
     }
+
+    /// Gives container `id` a new name. Holds the lock `create` takes, so two renames
+    /// (or a rename and a create) never end with one name twice; renaming a container
+    /// to the name it has is a no-op.
+    pub fn rename(&self, id: &str, new_name: &str) -> Result<ContainerRecord, StateError> {
+        if !valid_name(new_name) {
+            return Err(StateError::BadName(new_name.to_string()));
+        }
+        let _l = FileLock::exclusive(&self.lock).map_err(io_at("locking", &self.lock))?;
+        if self
+            .list()?
+            .iter()
+            .any(|c| c.name == new_name && c.id != id)
+        {
+            return Err(StateError::NameInUse(new_name.to_string()));
+        }
+        self.update(id, |r| {
+            r.name = new_name.to_string();
+            r.clone()
+        })
+    }
 }
 
 #[cfg(test)]
