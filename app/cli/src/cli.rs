@@ -77,6 +77,24 @@ pub enum Command {
     Wait(WaitArgs),
     /// Run a process in a running container
     Exec(ExecArgs),
+    /// Fetch the logs of one or more containers
+    Logs(crate::commands::container_ops::LogsArgs),
+    /// Attach to a running container
+    Attach(crate::commands::container_ops::AttachArgs),
+    /// Restart one or more containers
+    Restart(crate::commands::container_ops::RestartArgs),
+    /// Display the running processes of a container
+    Top(crate::commands::container_ops::TopArgs),
+    /// List port mappings or a specific mapping for the container
+    Port(crate::commands::container_ops::PortArgs),
+    /// Rename an existing container
+    Rename(crate::commands::container_ops::RenameArgs),
+    /// Pause all the processes in one or more containers
+    Pause(crate::commands::container_ops::PauseArgs),
+    /// Unpause the processes in one or more containers
+    Unpause(crate::commands::container_ops::PauseArgs),
+    /// Display a live stream of container resource usage statistics
+    Stats(crate::commands::container_ops::StatsArgs),
     /// Copy files/folders between a container and the local filesystem
     Cp(crate::commands::container_fs::CpArgs),
     /// Inspect changes to the container's file system
@@ -180,6 +198,24 @@ pub enum ContainerCommand {
     Wait(WaitArgs),
     /// Run a process in a running container
     Exec(ExecArgs),
+    /// Fetch the logs of one or more containers
+    Logs(crate::commands::container_ops::LogsArgs),
+    /// Attach to a running container
+    Attach(crate::commands::container_ops::AttachArgs),
+    /// Restart one or more containers
+    Restart(crate::commands::container_ops::RestartArgs),
+    /// Display the running processes of a container
+    Top(crate::commands::container_ops::TopArgs),
+    /// List port mappings or a specific mapping for the container
+    Port(crate::commands::container_ops::PortArgs),
+    /// Rename an existing container
+    Rename(crate::commands::container_ops::RenameArgs),
+    /// Pause all the processes in one or more containers
+    Pause(crate::commands::container_ops::PauseArgs),
+    /// Unpause the processes in one or more containers
+    Unpause(crate::commands::container_ops::PauseArgs),
+    /// Display a live stream of container resource usage statistics
+    Stats(crate::commands::container_ops::StatsArgs),
     /// Copy files/folders between a container and the local filesystem
     Cp(crate::commands::container_fs::CpArgs),
     /// Inspect changes to the container's file system
@@ -190,6 +226,10 @@ pub enum ContainerCommand {
     Commit(crate::commands::container_fs::CommitArgs),
     /// Display the configuration of a container
     Inspect(ObjectInspectArgs),
+    /// Remove all stopped containers
+    Prune(crate::commands::container_ops::ContainerPruneArgs),
+    /// Check if a container exists in local storage
+    Exists(crate::commands::container_ops::ContainerExistsArgs),
     /// Clean up a container's run (run by capsa-monitor when the container exits)
     #[command(hide = true)]
     Cleanup(CleanupArgs),

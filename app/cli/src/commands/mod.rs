@@ -4,6 +4,7 @@
 pub mod attach;
 pub mod container;
 pub mod container_fs;
+pub mod container_ops;
 pub mod generate;
 mod image;
 mod login;
@@ -113,6 +114,35 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Commit(a) | Command::Container(ContainerCommand::Commit(a)) => {
             container_fs::commit(&open(&g)?, a)
         }
+        Command::Logs(a) | Command::Container(ContainerCommand::Logs(a)) => {
+            container_ops::logs(&open(&g)?, a)
+        }
+        Command::Attach(a) | Command::Container(ContainerCommand::Attach(a)) => {
+            container_ops::attach(&open(&g)?, a).await
+        }
+        Command::Restart(a) | Command::Container(ContainerCommand::Restart(a)) => {
+            container_ops::restart(&open(&g)?, a)
+        }
+        Command::Top(a) | Command::Container(ContainerCommand::Top(a)) => {
+            container_ops::top(&open(&g)?, a)
+        }
+        Command::Port(a) | Command::Container(ContainerCommand::Port(a)) => {
+            container_ops::port(&open(&g)?, a)
+        }
+        Command::Rename(a) | Command::Container(ContainerCommand::Rename(a)) => {
+            container_ops::rename(&open(&g)?, a)
+        }
+        Command::Pause(a) | Command::Container(ContainerCommand::Pause(a)) => {
+            container_ops::pause(&open(&g)?, a)
+        }
+        Command::Unpause(a) | Command::Container(ContainerCommand::Unpause(a)) => {
+            container_ops::unpause(&open(&g)?, a)
+        }
+        Command::Stats(a) | Command::Container(ContainerCommand::Stats(a)) => {
+            container_ops::stats(&open(&g)?, a)
+        }
+        Command::Container(ContainerCommand::Prune(a)) => container_ops::prune(&open(&g)?, a),
+        Command::Container(ContainerCommand::Exists(a)) => container_ops::exists(&open(&g)?, a),
         Command::Volume(c) => volume::run(&open(&g)?, c),
         Command::Generate(c) => generate::run(&open(&g)?, &g, c),
         Command::Container(ContainerCommand::Cleanup(a)) => container::cleanup(&open(&g)?, a),
