@@ -751,10 +751,18 @@ pub fn kill(engine: &Engine, a: KillArgs) -> Result<()> {
 pub fn rm(engine: &Engine, a: RmArgs) -> Result<()> {
     let mut failed = None;
     for c in targets(engine, a.all, &a.containers, false)? {
+        let mut stopped_and_gone = false;
         if let Some(t) = a.time
             && a.force
         {
+            // A --rm container is removed by its own cleanup once stopped.
+            let known = engine.container(&c).is_ok();
             let _ = engine.stop_container(&c, Some(t));
+            stopped_and_gone = known && engine.container(&c).is_err();
+        }
+        if stopped_and_gone {
+            println!("{c}");
+            continue;
         }
         match engine.remove_container_and_volumes(&c, a.force, a.volumes) {
             Ok(rec) => println!("{}", if a.all { rec.id } else { c }),

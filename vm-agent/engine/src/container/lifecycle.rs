@@ -506,9 +506,36 @@ impl Engine {
             if r.status == Status::Running {
                 return Ok(());
             }
+            // A start by the user switches --restart back on, as Podman does.
+            r.stopped_by_user = false;
+            r.restart_count = 0;
             self.start_locked(r, on_created)
         })??;
         Ok(containers.get(&id)?)
+    }
+
+    /// A paused container is thawed before it is signalled (a frozen process cannot act
+    /// on a signal).
+    fn thaw(&self, rec: &ContainerRecord, rt: &Runtime) {
+        if rec.status == Status::Paused {
+            let args = vec![
+                rt.path.clone().into_os_string(),
+                "--root".into(),
+                rt.state_root.clone().into_os_string(),
+                "resume".into(),
+                rec.id.clone().into(),
+            ];
+            if let Err(e) = rt.run("resume", &rec.id, &args) {
+                tracing::warn!("{e}");
+            }
+            let _ = self.containers().map(|c| {
+                c.update(&rec.id, |r| {
+                    if r.status == Status::Paused {
+                        r.status = Status::Running;
+                    }
+                })
+            });
+        }
     }
 
     fn start_locked(
@@ -942,6 +969,9 @@ impl Engine {
         let containers = self.containers()?;
         containers.update(&rec.id, |r| r.stopped_by_user = true)?;
         let rt = self.runtime_for(&rec)?;
+        if signal.trim_start_matches("SIG") == "KILL" || signal == "9" {
+            self.thaw(&rec, &rt);
+        }
         rt.run("kill", &rec.id, &rt.kill_args(&rec.id, signal, false))?;
         Ok(rec)
     }
@@ -994,6 +1024,7 @@ impl Engine {
         }
         containers.update(&rec.id, |r| r.stopped_by_user = true)?;
         let rt = self.runtime_for(&rec)?;
+        self.thaw(&rec, &rt);
         let t = timeout.unwrap_or(rec.config.stop_timeout);
         if t > 0 {
             let sig = rec.config.stop_signal.trim_start_matches("SIG").to_string();
@@ -1052,6 +1083,7 @@ impl Engine {
                 r.config.auto_remove = false;
             })?;
             let rt = self.runtime_for(&rec)?;
+            self.thaw(&rec, &rt);
             if let Err(e) = rt.run("kill", &rec.id, &rt.kill_args(&rec.id, "KILL", false)) {
                 tracing::warn!("{e}");
             }
@@ -1201,8 +1233,15 @@ impl Engine {
             args.push("--detach".into());
         }
         args.push(rec.id.clone().into());
-        let status = Command::new(&args[0])
-            .args(&args[1..])
+        let mut cmd = Command::new(&args[0]);
+        cmd.args(&args[1..]);
+        if o.detach {
+            // A detached process must not hold the caller's output open.
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+        }
+        let status = cmd
             .status()
             .map_err(io_err(format!("running {}", rt.path.display())))?;
         Ok(status.code().unwrap_or_else(|| {
