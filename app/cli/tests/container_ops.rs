@@ -9,63 +9,6 @@ use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A store with the busybox fixture image pulled; `None` (after a loud skip) when the
-/// fixtures, crun or the monitor are missing.
-fn setup(rootless: bool) -> Option<(Capsa, String)> {
-    let Ok(reg) = std::env::var("CAPSA_TEST_REGISTRY") else {
-        eprintln!("SKIP: CAPSA_TEST_REGISTRY is not set (scripts/test.sh starts the fixtures)");
-        return None;
-    };
-    if !std::path::Path::new("/usr/bin/crun").exists() {
-        eprintln!("SKIP: crun is not installed (scripts/setup.sh installs it)");
-        return None;
-    }
-    if !monitor_bin().is_file() {
-        eprintln!(
-            "SKIP: {} is not built (run the tests with `cargo test --workspace`)",
-            monitor_bin().display()
-        );
-        return None;
-    }
-    if !is_root() {
-        eprintln!("SKIP: the container tests run as root (and switch to the rootless user)");
-        return None;
-    }
-    let c = if rootless {
-        let Ok(user) = std::env::var("CAPSA_TEST_ROOTLESS_USER") else {
-            eprintln!("SKIP: CAPSA_TEST_ROOTLESS_USER is not set");
-            return None;
-        };
-        Capsa::rootless(&user)
-    } else {
-        Capsa::new()
-    };
-    let image = format!("{reg}/busybox:latest");
-    c.ok(&["pull", "-q", &image]);
-    Some((c, image))
-}
-
-/// Runs `$body(&Capsa, &image, rootless)` as root and as the rootless user.
-macro_rules! both {
-    ($name:ident, $body:expr) => {
-        mod $name {
-            use super::*;
-            #[test]
-            fn root() {
-                if let Some((c, img)) = setup(false) {
-                    ($body)(&c, img.as_str(), false);
-                }
-            }
-            #[test]
-            fn rootless() {
-                if let Some((c, img)) = setup(true) {
-                    ($body)(&c, img.as_str(), true);
-                }
-            }
-        }
-    };
-}
-
 fn inspect(c: &Capsa, name: &str) -> serde_json::Value {
     let v: serde_json::Value =
         serde_json::from_str(&c.ok(&["container", "inspect", name])).unwrap();
@@ -135,7 +78,7 @@ fn timed(out: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-both!(logs_streams_and_filters, |c: &Capsa, img: &str, _| {
+both!(logs_streams_and_filters, |c: &Capsa, img: &str| {
     c.ok(&[
         "run",
         "-d",
@@ -224,7 +167,7 @@ both!(logs_streams_and_filters, |c: &Capsa, img: &str, _| {
 
 both!(
     logs_follow_ends_with_the_container,
-    |c: &Capsa, img: &str, _| {
+    |c: &Capsa, img: &str| {
         // Tried: -f on a container that prints, sleeps and prints again: both lines come,
         // and logs returns once the container has exited.
         c.ok(&[
@@ -305,7 +248,7 @@ fn under_script(c: &Capsa, args: &[&str]) -> Command {
     script
 }
 
-both!(attach_streams_and_detach_keys, |c: &Capsa, img: &str, _| {
+both!(attach_streams_and_detach_keys, |c: &Capsa, img: &str| {
     // Tried: attach to a container without a terminal: its output until it exits,
     // then podman's extra newline, and exit code 0 (podman's attach does not pass the
     // container's code on).
@@ -385,7 +328,7 @@ both!(attach_streams_and_detach_keys, |c: &Capsa, img: &str, _| {
     assert!(err.contains("detach"), "{err}");
 });
 
-both!(restart_runs_again, |c: &Capsa, img: &str, _| {
+both!(restart_runs_again, |c: &Capsa, img: &str| {
     // Tried: restart of a running container (sleep as pid 1 ignores SIGTERM, so -t 1
     // ends in SIGKILL): it prints the name and runs again with a new process.
     c.ok(&["run", "-d", "--name", "r", img, "sleep", "1000"]);
@@ -424,7 +367,7 @@ both!(restart_runs_again, |c: &Capsa, img: &str, _| {
     c.ok(&["rm", "-f", "r", "tmp"]);
 });
 
-both!(top_shows_the_processes, |c: &Capsa, img: &str, _| {
+both!(top_shows_the_processes, |c: &Capsa, img: &str| {
     c.ok(&["run", "-d", "--name", "t", img, "sleep", "1000"]);
     // Tried: default columns; pid 1 is the container's sleep, run by root.
     let out = c.ok(&["top", "t"]);
@@ -492,7 +435,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-both!(port_lists_published_ports, |c: &Capsa, img: &str, _| {
+both!(port_lists_published_ports, |c: &Capsa, img: &str| {
     let (p1, p2) = (free_port(), free_port());
     let out = c.run(&[
         "run",
@@ -549,7 +492,7 @@ both!(port_lists_published_ports, |c: &Capsa, img: &str, _| {
     c.ok(&["rm", "-f", "-t", "0", "plain"]);
 });
 
-both!(rename_keeps_names_unique, |c: &Capsa, img: &str, _| {
+both!(rename_keeps_names_unique, |c: &Capsa, img: &str| {
     c.ok(&["create", "--name", "a", img, "true"]);
     c.ok(&["run", "-d", "--name", "b", img, "sleep", "1000"]);
     // Tried: rename a created and a running container; no output.
@@ -596,7 +539,8 @@ both!(rename_keeps_names_unique, |c: &Capsa, img: &str, _| {
     c.ok(&["rm", "-f", "-t", "0", "b2"]);
 });
 
-both!(pause_and_unpause, |c: &Capsa, img: &str, rootless: bool| {
+both!(pause_and_unpause, |c: &Capsa, img: &str| {
+    let rootless = c.user.is_some();
     c.ok(&["run", "-d", "--name", "p", img, "sleep", "1000"]);
     let out = c.run(&["pause", "p"]);
     let err = stderr(&out);
@@ -631,75 +575,72 @@ both!(pause_and_unpause, |c: &Capsa, img: &str, rootless: bool| {
     c.ok(&["rm", "-f", "-t", "0", "p"]);
 });
 
-both!(
-    stats_reads_the_cgroup,
-    |c: &Capsa, img: &str, rootless: bool| {
-        c.ok(&["run", "-d", "--name", "s", img, "sleep", "1000"]);
-        let out = c.run(&["stats", "--no-stream", "s"]);
-        let err = stderr(&out);
-        if rootless && err.contains("stats is not supported in rootless mode") {
-            // Tried: rootless on a host without delegated cgroup v2 (this host's case):
-            // podman's message, exit 125.
-            assert_eq!(out.status.code(), Some(125));
-            assert!(err.contains("hint:"), "{err}");
-            c.ok(&["rm", "-f", "-t", "0", "s"]);
-            return;
-        }
-        // Tried: the default table: podman's columns, one row with one process.
-        assert_eq!(out.status.code(), Some(0), "{err}");
-        let text = stdout(&out);
-        let mut lines = text.lines();
-        let header = lines.next().unwrap();
-        assert!(
-            header.starts_with("ID            NAME        CPU %       MEM USAGE / LIMIT  MEM %"),
-            "{text}"
-        );
-        assert!(
-            header.ends_with("PIDS        CPU TIME    AVG CPU %"),
-            "{text}"
-        );
-        let row = lines.next().unwrap();
-        assert!(row.contains(" s ") && row.contains('%'), "{row}");
-        // Tried: json and a template.
-        let v: serde_json::Value =
-            serde_json::from_str(&c.ok(&["stats", "--no-stream", "--format", "json", "s"]))
-                .unwrap();
-        assert_eq!(v[0]["name"], "s");
-        assert_eq!(v[0]["pids"], "1");
-        assert!(v[0]["mem_usage"].as_str().unwrap().contains(" / "));
-        assert_eq!(
-            c.ok(&[
-                "stats",
-                "--no-stream",
-                "--format",
-                "{{.Name}} {{.PIDS}}",
-                "s"
-            ]),
-            "s 1\n"
-        );
-        let out = c.ok(&[
-            "stats",
-            "--no-stream",
-            "--format",
-            "table {{.ID}}\t{{.UpTime}}",
-            "s",
-        ]);
-        assert!(out.starts_with("ID            CPU TIME\n"), "{out}");
-        // Tried: a container that does not run reads as zeros, as in podman.
-        c.ok(&["create", "--name", "idle", img, "true"]);
-        let out = c.ok(&[
-            "stats",
-            "--no-stream",
-            "--format",
-            "{{.MemUsage}} {{.PIDS}}",
-            "idle",
-        ]);
-        assert_eq!(out, "0B / 0B 0\n");
+both!(stats_reads_the_cgroup, |c: &Capsa, img: &str| {
+    let rootless = c.user.is_some();
+    c.ok(&["run", "-d", "--name", "s", img, "sleep", "1000"]);
+    let out = c.run(&["stats", "--no-stream", "s"]);
+    let err = stderr(&out);
+    if rootless && err.contains("stats is not supported in rootless mode") {
+        // Tried: rootless on a host without delegated cgroup v2 (this host's case):
+        // podman's message, exit 125.
+        assert_eq!(out.status.code(), Some(125));
+        assert!(err.contains("hint:"), "{err}");
         c.ok(&["rm", "-f", "-t", "0", "s"]);
+        return;
     }
-);
+    // Tried: the default table: podman's columns, one row with one process.
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let text = stdout(&out);
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    assert!(
+        header.starts_with("ID            NAME        CPU %       MEM USAGE / LIMIT  MEM %"),
+        "{text}"
+    );
+    assert!(
+        header.ends_with("PIDS        CPU TIME    AVG CPU %"),
+        "{text}"
+    );
+    let row = lines.next().unwrap();
+    assert!(row.contains(" s ") && row.contains('%'), "{row}");
+    // Tried: json and a template.
+    let v: serde_json::Value =
+        serde_json::from_str(&c.ok(&["stats", "--no-stream", "--format", "json", "s"])).unwrap();
+    assert_eq!(v[0]["name"], "s");
+    assert_eq!(v[0]["pids"], "1");
+    assert!(v[0]["mem_usage"].as_str().unwrap().contains(" / "));
+    assert_eq!(
+        c.ok(&[
+            "stats",
+            "--no-stream",
+            "--format",
+            "{{.Name}} {{.PIDS}}",
+            "s"
+        ]),
+        "s 1\n"
+    );
+    let out = c.ok(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "table {{.ID}}\t{{.UpTime}}",
+        "s",
+    ]);
+    assert!(out.starts_with("ID            CPU TIME\n"), "{out}");
+    // Tried: a container that does not run reads as zeros, as in podman.
+    c.ok(&["create", "--name", "idle", img, "true"]);
+    let out = c.ok(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.MemUsage}} {{.PIDS}}",
+        "idle",
+    ]);
+    assert_eq!(out, "0B / 0B 0\n");
+    c.ok(&["rm", "-f", "-t", "0", "s"]);
+});
 
-both!(prune_and_exists, |c: &Capsa, img: &str, _| {
+both!(prune_and_exists, |c: &Capsa, img: &str| {
     let keep = c.ok(&["run", "-d", "--name", "up", img, "sleep", "1000"]);
     let done = c.ok(&["run", "--name", "done", img, "true"]);
     assert_eq!(done, "");

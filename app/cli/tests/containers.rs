@@ -8,63 +8,6 @@ use std::io::Write;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-/// A store with the busybox fixture image pulled; `None` (after a loud skip) when the
-/// fixtures, crun or the monitor are missing.
-fn setup(rootless: bool) -> Option<(Capsa, String)> {
-    let Ok(reg) = std::env::var("CAPSA_TEST_REGISTRY") else {
-        eprintln!("SKIP: CAPSA_TEST_REGISTRY is not set (scripts/test.sh starts the fixtures)");
-        return None;
-    };
-    if !std::path::Path::new("/usr/bin/crun").exists() {
-        eprintln!("SKIP: crun is not installed (scripts/setup.sh installs it)");
-        return None;
-    }
-    if !monitor_bin().is_file() {
-        eprintln!(
-            "SKIP: {} is not built (run the tests with `cargo test --workspace`)",
-            monitor_bin().display()
-        );
-        return None;
-    }
-    if !is_root() {
-        eprintln!("SKIP: the container tests run as root (and switch to the rootless user)");
-        return None;
-    }
-    let c = if rootless {
-        let Ok(user) = std::env::var("CAPSA_TEST_ROOTLESS_USER") else {
-            eprintln!("SKIP: CAPSA_TEST_ROOTLESS_USER is not set");
-            return None;
-        };
-        Capsa::rootless(&user)
-    } else {
-        Capsa::new()
-    };
-    let image = format!("{reg}/busybox:latest");
-    c.ok(&["pull", "-q", &image]);
-    Some((c, image))
-}
-
-/// Runs `$body(&Capsa, &image)` as root and as the rootless user.
-macro_rules! both {
-    ($name:ident, $body:expr) => {
-        mod $name {
-            use super::*;
-            #[test]
-            fn root() {
-                if let Some((c, img)) = setup(false) {
-                    ($body)(&c, img.as_str());
-                }
-            }
-            #[test]
-            fn rootless() {
-                if let Some((c, img)) = setup(true) {
-                    ($body)(&c, img.as_str());
-                }
-            }
-        }
-    };
-}
-
 fn ps_json(c: &Capsa) -> Vec<serde_json::Value> {
     serde_json::from_str(&c.ok(&["ps", "-a", "--format", "json"])).unwrap()
 }
@@ -325,7 +268,9 @@ both!(twenty_detached_runs_at_once, |c: &Capsa, img: &str| {
 
 #[test]
 fn loginuid_is_inherited_as_root() {
-    let Some((c, img)) = setup(false) else { return };
+    let Some((c, img)) = container_store(false) else {
+        return;
+    };
     if std::fs::read_to_string("/proc/self/loginuid").is_err() {
         eprintln!("SKIP loginuid_is_inherited_as_root: the kernel has no audit loginuid");
         return;
@@ -682,7 +627,7 @@ both!(tty_end_to_end, |c: &Capsa, img: &str| {
     // A real terminal (script(1) gives capsa a pty): the container gets a tty of the
     // same size before its process starts, output comes back through it, and the
     // container's exit code is capsa's.
-    let mut cmd = c.cmd(&[
+    let cmd = c.cmd(&[
         "run",
         "-it",
         "--rm",

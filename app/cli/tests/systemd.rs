@@ -22,63 +22,6 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// A store with the busybox fixture image pulled; `None` (after a loud skip) when the
-/// fixtures, crun or the monitor are missing. As in containers.rs.
-fn setup(rootless: bool) -> Option<(Capsa, String)> {
-    let Ok(reg) = std::env::var("CAPSA_TEST_REGISTRY") else {
-        eprintln!("SKIP: CAPSA_TEST_REGISTRY is not set (scripts/test.sh starts the fixtures)");
-        return None;
-    };
-    if !Path::new("/usr/bin/crun").exists() {
-        eprintln!("SKIP: crun is not installed (scripts/setup.sh installs it)");
-        return None;
-    }
-    if !monitor_bin().is_file() {
-        eprintln!(
-            "SKIP: {} is not built (run the tests with `cargo test --workspace`)",
-            monitor_bin().display()
-        );
-        return None;
-    }
-    if !is_root() {
-        eprintln!("SKIP: the container tests run as root (and switch to the rootless user)");
-        return None;
-    }
-    let c = if rootless {
-        let Ok(user) = std::env::var("CAPSA_TEST_ROOTLESS_USER") else {
-            eprintln!("SKIP: CAPSA_TEST_ROOTLESS_USER is not set");
-            return None;
-        };
-        Capsa::rootless(&user)
-    } else {
-        Capsa::new()
-    };
-    let image = format!("{reg}/busybox:latest");
-    c.ok(&["pull", "-q", &image]);
-    Some((c, image))
-}
-
-/// Runs `$body(&Capsa, &image)` as root and as the rootless user.
-macro_rules! both {
-    ($name:ident, $body:expr) => {
-        mod $name {
-            use super::*;
-            #[test]
-            fn root() {
-                if let Some((c, img)) = setup(false) {
-                    ($body)(&c, img.as_str());
-                }
-            }
-            #[test]
-            fn rootless() {
-                if let Some((c, img)) = setup(true) {
-                    ($body)(&c, img.as_str());
-                }
-            }
-        }
-    };
-}
-
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The container's side of systemd's protocols.

@@ -258,3 +258,62 @@ unsafe extern "C" {
     #[link_name = "geteuid"]
     fn libc_geteuid() -> u32;
 }
+
+/// A store with the busybox fixture image pulled, as root or as the rootless test user;
+/// `None` (after a loud skip) when the fixtures, crun or the monitor are missing.
+pub fn container_store(rootless: bool) -> Option<(Capsa, String)> {
+    let Ok(reg) = std::env::var("CAPSA_TEST_REGISTRY") else {
+        eprintln!("SKIP: CAPSA_TEST_REGISTRY is not set (scripts/test.sh starts the fixtures)");
+        return None;
+    };
+    if !Path::new("/usr/bin/crun").exists() {
+        eprintln!("SKIP: crun is not installed (scripts/setup.sh installs it)");
+        return None;
+    }
+    if !monitor_bin().is_file() {
+        eprintln!(
+            "SKIP: {} is not built (run the tests with `cargo test --workspace`)",
+            monitor_bin().display()
+        );
+        return None;
+    }
+    if !is_root() {
+        eprintln!("SKIP: the container tests run as root (and switch to the rootless user)");
+        return None;
+    }
+    let c = if rootless {
+        let Ok(user) = std::env::var("CAPSA_TEST_ROOTLESS_USER") else {
+            eprintln!("SKIP: CAPSA_TEST_ROOTLESS_USER is not set");
+            return None;
+        };
+        Capsa::rootless(&user)
+    } else {
+        Capsa::new()
+    };
+    let image = format!("{reg}/busybox:latest");
+    c.ok(&["pull", "-q", &image]);
+    Some((c, image))
+}
+
+/// Runs `$body(&Capsa, &image)` as root and as the rootless user (a module with two
+/// tests, `root` and `rootless`).
+#[macro_export]
+macro_rules! both {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+            #[test]
+            fn root() {
+                if let Some((c, img)) = $crate::common::container_store(false) {
+                    ($body)(&c, img.as_str());
+                }
+            }
+            #[test]
+            fn rootless() {
+                if let Some((c, img)) = $crate::common::container_store(true) {
+                    ($body)(&c, img.as_str());
+                }
+            }
+        }
+    };
+}
