@@ -473,3 +473,31 @@ pub struct LogoutArgs {
     #[arg(long, env = "REGISTRY_AUTH_FILE", value_name = "PATH")]
     pub authfile: Option<PathBuf>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// clap's own consistency checks over every command (duplicate short flags such as
+    /// `-h`, which is `--hostname` for run/create, would only panic at run time).
+    #[test]
+    fn every_command_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_takes_the_command_after_the_image_verbatim() {
+        let cli = Cli::try_parse_from([
+            "capsa", "run", "--rm", "-h", "box", "img", "ls", "-l", "--rm",
+        ])
+        .unwrap();
+        let Command::Run(a) = cli.command else {
+            panic!("not run")
+        };
+        assert!(a.create.rm);
+        assert_eq!(a.create.hostname.as_deref(), Some("box"));
+        assert_eq!(a.create.image, "img");
+        assert_eq!(a.create.command, ["ls", "-l", "--rm"]);
+    }
+}
