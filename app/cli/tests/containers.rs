@@ -663,3 +663,25 @@ fn cmd_with_script(c: &Capsa, line: &str) -> std::process::Output {
     s.stdin(Stdio::null());
     s.output().unwrap()
 }
+
+both!(slow_reader_loses_nothing, |c: &Capsa, img: &str| {
+    // Whoever reads capsa's output stalls for 3 s (longer than the monitor waits for a
+    // full client): all 3 MB and the last line still arrive, with the exit code.
+    let mut cmd = c.cmd(&[
+        "run",
+        "--rm",
+        img,
+        "sh",
+        "-c",
+        "head -c 3000000 /dev/zero | tr '\\0' x; echo; echo END; exit 4",
+    ]);
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let mut out = Vec::new();
+    use std::io::Read;
+    child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(out.len(), 3_000_000 + 1 + 4, "every byte arrived");
+    assert!(out.ends_with(b"\nEND\n"));
+    assert_eq!(status.code(), Some(4));
+});

@@ -105,14 +105,38 @@ async fn pump(
     let end = tokio::task::spawn_blocking(move || {
         use std::os::fd::AsFd;
         let input = std::io::stdin();
-        let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
-        conn.pump(AttachOptions {
+        // Output goes through a writer thread, so a slow reader of our stdout never
+        // stops us draining the monitor's socket (the monitor drops a client that
+        // stalls for 2 s).
+        let (tx, rx) = std::sync::mpsc::channel::<(bool, Vec<u8>)>();
+        let writer = std::thread::spawn(move || {
+            use std::io::Write;
+            let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+            for (is_err, data) in rx {
+                let w: &mut dyn Write = if is_err { &mut err } else { &mut out };
+                if w.write_all(&data).and_then(|()| w.flush()).is_err() {
+                    // Our reader went away (a closed pipe): keep draining silently.
+                    continue;
+                }
+            }
+        });
+        let (mut out, mut err) = (
+            Forward {
+                tx: tx.clone(),
+                is_err: false,
+            },
+            Forward { tx, is_err: true },
+        );
+        let result = conn.pump(AttachOptions {
             stdin: stdin.then(|| input.as_fd()),
             stdout: Some(&mut out),
             stderr: Some(&mut err),
             tty,
             detach_keys: keys,
-        })
+        });
+        drop((out, err));
+        let _ = writer.join();
+        result
     })
     .await
     .map_err(|e| anyhow!("attach: {e}"))?
@@ -144,4 +168,23 @@ fn terminal_size() -> Option<(u16, u16)> {
     // reported through the return value).
     let rc = unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) };
     (rc == 0 && ws.ws_row > 0).then_some((ws.ws_row, ws.ws_col))
+}
+
+/// One of the container's streams, handed to the writer thread.
+struct Forward {
+    tx: std::sync::mpsc::Sender<(bool, Vec<u8>)>,
+    is_err: bool,
+}
+
+impl std::io::Write for Forward {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.tx
+            .send((self.is_err, buf.to_vec()))
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
