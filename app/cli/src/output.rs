@@ -149,19 +149,51 @@ pub fn plain(v: &Value) -> String {
 
 /// Sizes as Podman prints them (go-units HumanSizeWithPrecision, 3 significant digits,
 /// decimal units).
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 9] = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
-    let mut size = bytes as f64;
-    let mut i = 0;
-    while size >= 1000.0 && i < UNITS.len() - 1 {
-        size /= 1000.0;
-        i += 1;
+/// `inspect`'s output: the documents as a pretty JSON array, or each through a Go
+/// template given with `--format`.
+pub fn print_inspect(docs: Vec<Value>, format: Option<&str>) -> Result<()> {
+    match format {
+        None | Some("json") => {
+            let mut out = std::io::stdout().lock();
+            serde_json::to_writer_pretty(&mut out, &Value::Array(docs))?;
+            writeln!(out)?;
+            Ok(())
+        }
+        Some(f) => print(
+            &Format::Template {
+                template: f.to_string(),
+                table: false,
+            },
+            &docs,
+            &Value::Null,
+            true,
+        ),
     }
-    format!("{} {}", go_g3(size), UNITS[i])
 }
 
-/// Go's `%.3g` for the magnitudes a size takes (0 ≤ x < 1000).
-fn go_g3(x: f64) -> String {
+pub fn human_size(bytes: u64) -> String {
+    go_size(bytes, 1000.0, &SI_UNITS, 3, " ")
+}
+
+/// go-units' decimal units.
+pub const SI_UNITS: [&str; 9] = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
+/// go-units' binary units.
+pub const IEC_UNITS: [&str; 9] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"];
+
+/// A size as go-units formats it: divided by `base` while it is at least `base`, printed
+/// with Go's `%.<precision>g`, then `sep` and the unit.
+pub fn go_size(bytes: u64, base: f64, units: &[&str], precision: i32, sep: &str) -> String {
+    let mut size = bytes as f64;
+    let mut i = 0;
+    while size >= base && i < units.len() - 1 {
+        size /= base;
+        i += 1;
+    }
+    format!("{}{sep}{}", go_g(size, precision), units[i])
+}
+
+/// Go's `%.<precision>g` for the magnitudes a size takes (0 ≤ x < 10^precision).
+fn go_g(x: f64, precision: i32) -> String {
     if x == 0.0 {
         return "0".into();
     }
@@ -170,11 +202,15 @@ fn go_g3(x: f64) -> String {
     } else {
         0
     };
-    let decimals = (3 - digits_before).max(0) as usize;
+    let decimals = (precision - digits_before).max(0) as usize;
     let s = format!("{x:.decimals$}");
-    // A value that rounds up to 1000 keeps 3 significant digits as Go does ("1e+03").
-    if s.starts_with("1000") {
-        return "1e+03".into();
+    // A value that rounds up to 10^precision keeps its significant digits as Go does
+    // ("1e+03" for %.3g).
+    if s.split('.')
+        .next()
+        .is_some_and(|int| int.len() > precision as usize)
+    {
+        return format!("1e+{precision:02}");
     }
     if s.contains('.') {
         s.trim_end_matches('0').trim_end_matches('.').to_string()

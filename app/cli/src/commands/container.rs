@@ -857,23 +857,7 @@ pub fn inspect(engine: &Engine, a: ObjectInspectArgs, default_kind: &str) -> Res
             _ => format!("no such object: {name:?}"),
         });
     }
-    match a.format.as_deref() {
-        None | Some("json") => {
-            use std::io::Write;
-            let mut out = std::io::stdout().lock();
-            serde_json::to_writer_pretty(&mut out, &Value::Array(docs))?;
-            writeln!(out)?;
-        }
-        Some(f) => output::print(
-            &Format::Template {
-                template: f.to_string(),
-                table: false,
-            },
-            &docs,
-            &Value::Null,
-            true,
-        )?,
-    }
+    output::print_inspect(docs, a.format.as_deref())?;
     if let Some(m) = missing {
         return Err(CodedError {
             code: 125,

@@ -654,48 +654,12 @@ pub fn prune(engine: &Engine, a: ContainerPruneArgs) -> Result<()> {
 
 /// go-units' `HumanSize` (4 significant digits, decimal units, no space).
 fn human_size4(bytes: u64) -> String {
-    size_with(
-        bytes as f64,
-        1000.0,
-        &["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"],
-    )
+    output::go_size(bytes, 1000.0, &output::SI_UNITS, 4, "")
 }
 
 /// go-units' `BytesSize` (binary units).
 fn bytes_size4(bytes: u64) -> String {
-    size_with(
-        bytes as f64,
-        1024.0,
-        &["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"],
-    )
-}
-
-fn size_with(mut size: f64, base: f64, units: &[&str]) -> String {
-    let mut i = 0;
-    while size >= base && i < units.len() - 1 {
-        size /= base;
-        i += 1;
-    }
-    format!("{}{}", go_g4(size), units[i])
-}
-
-/// Go's `%.4g` for the magnitudes a size takes (0 ≤ x < 1024).
-fn go_g4(x: f64) -> String {
-    if x == 0.0 {
-        return "0".into();
-    }
-    let before = if x >= 1.0 {
-        x.log10().floor() as i32 + 1
-    } else {
-        0
-    };
-    let decimals = (4 - before).max(0) as usize;
-    let s = format!("{x:.decimals$}");
-    if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        s
-    }
+    output::go_size(bytes, 1024.0, &output::IEC_UNITS, 4, "")
 }
 
 fn percent(p: f64) -> String {

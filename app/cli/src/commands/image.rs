@@ -359,22 +359,7 @@ pub fn inspect(engine: &Engine, a: InspectArgs) -> Result<()> {
             Err(e) => return Err(e.into()),
         }
     }
-    match a.format.as_deref() {
-        None | Some("json") => {
-            let mut out = std::io::stdout().lock();
-            serde_json::to_writer_pretty(&mut out, &Value::Array(docs))?;
-            writeln!(out)?;
-        }
-        Some(f) => output::print(
-            &Format::Template {
-                template: f.to_string(),
-                table: false,
-            },
-            &docs,
-            &Value::Null,
-            true,
-        )?,
-    }
+    output::print_inspect(docs, a.format.as_deref())?;
     if let Some(m) = missing.first() {
         return Err(CodedError {
             code: 125,

@@ -881,37 +881,12 @@ struct Extractor<'a> {
 }
 
 fn entry_owner<R: Read>(e: &mut tar::Entry<R>) -> (u32, u32) {
-    let h = e.header();
-    let mut uid = h.uid().unwrap_or(0);
-    let mut gid = h.gid().unwrap_or(0);
-    if let Ok(Some(exts)) = e.pax_extensions() {
-        for ext in exts.flatten() {
-            let parse = || ext.value().ok().and_then(|v| v.parse::<u64>().ok());
-            match ext.key() {
-                Ok("uid") => uid = parse().unwrap_or(uid),
-                Ok("gid") => gid = parse().unwrap_or(gid),
-                _ => {}
-            }
-        }
-    }
+    let header = e.header().clone();
+    let (uid, gid) = crate::layer::unpack::owner(e, &header);
     (
         u32::try_from(uid).unwrap_or(u32::MAX),
         u32::try_from(gid).unwrap_or(u32::MAX),
     )
-}
-
-fn entry_xattrs<R: Read>(e: &mut tar::Entry<R>) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    if let Ok(Some(exts)) = e.pax_extensions() {
-        for ext in exts.flatten() {
-            if let Ok(key) = ext.key()
-                && let Some(name) = key.strip_prefix("SCHILY.xattr.")
-            {
-                out.push((name.to_string(), ext.value_bytes().to_vec()));
-            }
-        }
-    }
-    out
 }
 
 impl Extractor<'_> {
@@ -977,7 +952,7 @@ impl Extractor<'_> {
             .ok()
             .and_then(|t| i64::try_from(t).ok())
             .unwrap_or(0);
-        let xattrs = entry_xattrs(e);
+        let xattrs = crate::layer::unpack::xattrs(e);
         let is_file = kind.is_file() || kind == tar::EntryType::Continuous || kind.is_gnu_sparse();
         let create = |source: io::Error| FsError::Io {
             what: format!("creating {shown}"),

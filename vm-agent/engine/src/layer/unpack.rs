@@ -589,7 +589,8 @@ fn apply_whiteout(
     Ok(())
 }
 
-fn owner<R: Read>(entry: &mut tar::Entry<R>, header: &tar::Header) -> (u64, u64) {
+/// The entry's owner: the header's ids, overridden by PAX `uid`/`gid` records.
+pub(crate) fn owner<R: Read>(entry: &mut tar::Entry<R>, header: &tar::Header) -> (u64, u64) {
     let mut uid = header.uid().unwrap_or(0);
     let mut gid = header.gid().unwrap_or(0);
     if let Ok(Some(exts)) = entry.pax_extensions() {
@@ -605,7 +606,8 @@ fn owner<R: Read>(entry: &mut tar::Entry<R>, header: &tar::Header) -> (u64, u64)
     (uid, gid)
 }
 
-fn xattrs<R: Read>(entry: &mut tar::Entry<R>) -> Vec<(String, Vec<u8>)> {
+/// The entry's extended attributes (PAX `SCHILY.xattr.*` records).
+pub(crate) fn xattrs<R: Read>(entry: &mut tar::Entry<R>) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     if let Ok(Some(exts)) = entry.pax_extensions() {
         for ext in exts.flatten() {
