@@ -22,32 +22,6 @@ fn state(c: &Capsa, name: &str) -> String {
         .to_string()
 }
 
-/// Runs with `input` on stdin; returns (exit code, stdout, stderr).
-fn with_stdin(c: &Capsa, args: &[&str], input: &str) -> (Option<i32>, String, String) {
-    let mut child = c
-        .cmd(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    eprintln!(
-        "$ capsa {} <<< {input:?}\n[exit {:?}]\n{}{}",
-        args.join(" "),
-        out.status.code(),
-        stdout(&out),
-        stderr(&out)
-    );
-    (out.status.code(), stdout(&out), stderr(&out))
-}
-
 /// Waits for `child` at most `limit`; kills it and fails the test when it is late.
 fn wait_for(mut child: Child, limit: Duration, what: &str) -> std::process::Output {
     let deadline = Instant::now() + limit;

@@ -4,9 +4,7 @@
 
 mod common;
 use common::*;
-use std::io::Write;
 use std::os::unix::fs::MetadataExt;
-use std::process::Stdio;
 
 /// A container record naming the volume's data directory, as a container created with
 /// `-v NAME:/dst` stores its resolved mounts; volume commands treat it as in use.
@@ -19,25 +17,6 @@ fn fake_container_using(c: &Capsa, id: &str, volume: &str) {
         "mounts": [{"kind": "volume", "destination": "/data", "source": source}],
     });
     std::fs::write(dir.join("container.json"), rec.to_string()).unwrap();
-}
-
-/// Runs with `input` on stdin; returns (exit code, stdout, stderr).
-fn with_stdin(c: &Capsa, args: &[&str], input: &str) -> (Option<i32>, String, String) {
-    let mut child = c
-        .cmd(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (out.status.code(), stdout(&out), stderr(&out))
 }
 
 #[test]

@@ -241,6 +241,33 @@ impl Capsa {
     }
 }
 
+/// Runs capsa with `input` on stdin; returns (exit code, stdout, stderr).
+pub fn with_stdin(c: &Capsa, args: &[&str], input: &str) -> (Option<i32>, String, String) {
+    use std::io::Write;
+    let mut child = c
+        .cmd(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    eprintln!(
+        "$ capsa {} <<< {input:?}\n[exit {:?}]\n{}{}",
+        args.join(" "),
+        out.status.code(),
+        stdout(&out),
+        stderr(&out)
+    );
+    (out.status.code(), stdout(&out), stderr(&out))
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
