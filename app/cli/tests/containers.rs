@@ -660,8 +660,16 @@ fn cmd_with_script(c: &Capsa, line: &str) -> std::process::Output {
             None => s.env_remove(k),
         };
     }
-    s.stdin(Stdio::null());
-    s.output().unwrap()
+    // stdin stays open (an empty pipe held until the end): script(1) ends the session
+    // early when its own stdin reaches end-of-file.
+    s.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = s.spawn().unwrap();
+    let keep_open = child.stdin.take();
+    let out = child.wait_with_output().unwrap();
+    drop(keep_open);
+    out
 }
 
 both!(slow_reader_loses_nothing, |c: &Capsa, img: &str| {

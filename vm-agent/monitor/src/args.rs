@@ -32,6 +32,9 @@ pub struct Args {
     /// The host's `NOTIFY_SOCKET` (a path, or `@name` for an abstract socket): the
     /// container's notifications are relayed to it (docs/systemd.md).
     pub sdnotify_socket: Option<String>,
+    /// `--terminal-size ROWSxCOLS`: the pty's size from the start, so the container's
+    /// process never sees 0x0 (resize messages come later, over the attach socket).
+    pub terminal_size: Option<(u16, u16)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +73,7 @@ const FLAGS_WITH_VALUES: &[&str] = &[
     "--exit-command",
     "--exit-arg",
     "--sdnotify-socket",
+    "--terminal-size",
 ];
 
 fn flag_name(a: &OsStr) -> Option<&'static str> {
@@ -107,6 +111,7 @@ impl Args {
         let mut exit_command = None;
         let mut exit_args = Vec::new();
         let mut sdnotify_socket = None;
+        let mut terminal_size = None;
 
         let mut it = args.into_iter();
         while let Some(a) = it.next() {
@@ -165,6 +170,13 @@ impl Args {
                     }
                     sdnotify_socket = Some(v)
                 }
+                "--terminal-size" => {
+                    let v = text(flag, v)?;
+                    let size = v
+                        .split_once('x')
+                        .and_then(|(r, c)| Some((r.parse().ok()?, c.parse().ok()?)));
+                    terminal_size = Some(size.ok_or(ArgsError::BadValue(flag, v))?);
+                }
                 _ => unreachable!("every flag with a value is matched"),
             }
         }
@@ -212,6 +224,7 @@ impl Args {
             exit_command,
             exit_args,
             sdnotify_socket,
+            terminal_size,
         })
     }
 
@@ -240,7 +253,7 @@ mod tests {
             "{BASE} --runtime-arg --root --runtime-arg /s --log-driver k8s-file \
              --log-path /l --terminal --stdin --preserve-fds 2 --sync-fd 5 \
              --exit-command /bin/capsa --exit-arg container --exit-arg cleanup \
-             --sdnotify-socket @sd"
+             --sdnotify-socket @sd --terminal-size 33x101"
         ))
         .unwrap();
         assert_eq!(a.id, "c1");
@@ -252,6 +265,7 @@ mod tests {
         assert_eq!(a.exit_command, Some(PathBuf::from("/bin/capsa")));
         assert_eq!(a.exit_args, ["container", "cleanup"]);
         assert_eq!(a.sdnotify_socket.as_deref(), Some("@sd"));
+        assert_eq!(a.terminal_size, Some((33, 101)));
     }
 
     #[test]
@@ -271,6 +285,10 @@ mod tests {
                 "--log-path is required",
             ),
             (&format!("{BASE} --log-driver syslog"), "invalid value"),
+            (
+                &format!("{BASE} --log-driver none --terminal-size 33by101"),
+                "invalid value",
+            ),
             (
                 &format!("{BASE} --log-driver none --frob"),
                 "unknown argument",

@@ -323,6 +323,9 @@ fn setup(args: &Args) -> Result<Ready, Error> {
             rundir.join(CONSOLE).display()
         )))?;
         sys::set_nonblocking(master.as_fd()).map_err(ctx("pty master"))?;
+        if let Some((rows, cols)) = args.terminal_size {
+            sys::set_winsize(master.as_fd(), rows, cols).map_err(ctx("sizing the terminal"))?;
+        }
         outputs[0] = Some(master);
         if args.stdin {
             stdin = Stdin::Pty;

@@ -20,12 +20,7 @@ pub async fn start_attached(
     let mut conn = None;
     let rec = engine
         .start_container(id, &mut |rundir| {
-            let c = attach::connect(rundir).map_err(ContainerError::from)?;
-            // The terminal's size before the process starts, so it never sees 0x0.
-            if tty && let Some((rows, cols)) = terminal_size() {
-                c.resize(rows, cols).map_err(ContainerError::from)?;
-            }
-            conn = Some(c);
+            conn = Some(attach::connect(rundir).map_err(ContainerError::from)?);
             Ok(())
         })
         .map_err(super::container::container_err)?;
@@ -154,20 +149,6 @@ async fn pump(
             Ok(Some(rec.and_then(|r| r.exit_code).unwrap_or(0)))
         }
     }
-}
-
-/// Our terminal's size when stdin is a terminal.
-fn terminal_size() -> Option<(u16, u16)> {
-    let mut ws = libc::winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCGWINSZ fills the winsize we pass; fd 0 may be anything (errors are
-    // reported through the return value).
-    let rc = unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) };
-    (rc == 0 && ws.ws_row > 0).then_some((ws.ws_row, ws.ws_col))
 }
 
 /// One of the container's streams, handed to the writer thread.

@@ -775,6 +775,9 @@ impl Engine {
         cmd.arg("--log-path").arg(self.log_path(r));
         if c.tty {
             cmd.arg("--terminal");
+            if let Some((rows, cols)) = terminal_size() {
+                cmd.arg("--terminal-size").arg(format!("{rows}x{cols}"));
+            }
         }
         if c.stdin {
             cmd.arg("--stdin");
@@ -1101,6 +1104,20 @@ impl Engine {
         self.remove_container_dirs(&rec.id)?;
         Ok(rec)
     }
+}
+
+/// The size of our terminal when stdin is one: a container with a tty starts with it.
+fn terminal_size() -> Option<(u16, u16)> {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ fills the winsize we pass; fd 0 may be anything (errors are
+    // reported through the return value).
+    let rc = unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) };
+    (rc == 0 && ws.ws_row > 0).then_some((ws.ws_row, ws.ws_col))
 }
 
 /// Where `--init` puts the init binary inside the container.
