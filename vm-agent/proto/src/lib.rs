@@ -1,8 +1,22 @@
-//! Wire types spoken between the host (CLI, desktop) and `capsa-agent` in the guest:
-//! requests, responses, events, errors and the version handshake. No I/O and no tokio
-//! live here; transports and framing belong to `capsa-core` and `capsa-agent`.
+//! Wire protocol spoken between the host (CLI, desktop) and `capsa-agent` in the guest:
+//! framing over one byte stream, the version handshake, requests, responses, events and
+//! multiplexed stdio streams with credit-based flow control. No I/O and no tokio live
+//! here: the transports and the tasks that drive them belong to `capsa-core` (host) and
+//! `capsa-agent` (guest). docs/protocol.md describes the whole protocol.
 //!
-//! The protocol is append-only: variants and fields are added, never repurposed.
+//! The protocol is append-only: kinds, variants and fields are added, never repurposed.
 
-/// The protocol version this build speaks; bumped when variants or fields are added.
+mod frame;
+mod message;
+
+pub use frame::{
+    Decoder, Frame, FrameError, HEADER_LEN, INITIAL_WINDOW, Kind, MAX_DATA_CHUNK, MAX_PAYLOAD,
+    decode, encode,
+};
+pub use message::*;
+
+/// The highest protocol version this build speaks; bumped when kinds, variants or fields
+/// are added.
 pub const PROTOCOL_VERSION: u32 = 1;
+/// The lowest protocol version this build still speaks.
+pub const MIN_PROTOCOL_VERSION: u32 = 1;
