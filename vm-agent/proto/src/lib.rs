@@ -20,3 +20,8 @@ pub use message::*;
 pub const PROTOCOL_VERSION: u32 = 1;
 /// The lowest protocol version this build still speaks.
 pub const MIN_PROTOCOL_VERSION: u32 = 1;
+
+/// Name of the virtio-serial port the agent serves on QEMU (`virtserialport,name=…`).
+pub const VIRTIO_SERIAL_NAME: &str = "org.capsa.agent.0";
+/// The vsock port the agent listens on when the hypervisor offers vsock.
+pub const VSOCK_PORT: u32 = 1024;

@@ -1,0 +1,188 @@
+//! PID 1 duties beyond reaping: the ACPI power button and a clean power-off.
+
+use crate::fdio::{async_fd, set_nonblocking};
+use crate::{Stop, console};
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+const EV_KEY: u16 = 0x01;
+const KEY_POWER: u16 = 116;
+
+/// The input device the kernel names "Power Button" (ACPI's, pressed by QMP
+/// `system_powerdown`). There is no acpid in the guest: we read its key events.
+fn find_power_button() -> Option<String> {
+    let entries = fs::read_dir("/sys/class/input").ok()?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("event") {
+            continue;
+        }
+        let device_name = fs::read_to_string(entry.path().join("device/name")).unwrap_or_default();
+        if device_name.trim() == "Power Button" {
+            return Some(format!("/dev/input/{name}"));
+        }
+    }
+    None
+}
+
+/// Sends [`Stop::PowerButton`] when the power button is pressed. Without one (no ACPI,
+/// or the evdev module missing) it says so on the console and returns.
+pub fn watch_power_button(stop: mpsc::UnboundedSender<Stop>) {
+    let Some(path) = find_power_button() else {
+        console("capsa-agent: no power button input device; only the Shutdown request powers off");
+        return;
+    };
+    let file = match fs::File::open(&path) {
+        Ok(file) => OwnedFd::from(file),
+        Err(e) => {
+            console(&format!("capsa-agent: cannot open {path}: {e}"));
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        if let Err(e) = read_events(file, stop).await {
+            console(&format!("capsa-agent: reading {path}: {e}"));
+        }
+    });
+}
+
+async fn read_events(file: OwnedFd, stop: mpsc::UnboundedSender<Stop>) -> io::Result<()> {
+    set_nonblocking(&file)?;
+    let fd = async_fd(file)?;
+    let size = std::mem::size_of::<libc::input_event>();
+    let mut buf = vec![0u8; size * 16];
+    loop {
+        let mut guard = fd.readable().await?;
+        let read = guard.try_io(|inner| {
+            // SAFETY: reading into a buffer we own, of the length we pass.
+            let n = unsafe {
+                libc::read(
+                    inner.get_ref().as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                )
+            };
+            if n < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(n as usize)
+            }
+        });
+        let Ok(n) = read else { continue };
+        let n = n?;
+        if n == 0 {
+            return Ok(());
+        }
+        for event in buf[..n].chunks_exact(size) {
+            // SAFETY: evdev hands out whole input_event structs; read_unaligned copes with
+            // the byte buffer's alignment.
+            let event: libc::input_event =
+                unsafe { std::ptr::read_unaligned(event.as_ptr().cast()) };
+            if event.type_ == EV_KEY && event.code == KEY_POWER && event.value == 1 {
+                let _ = stop.send(Stop::PowerButton);
+            }
+        }
+    }
+}
+
+fn anything_left() -> bool {
+    // SAFETY: kill with signal 0 only checks. -1: every process we may signal but us.
+    unsafe { libc::kill(-1, 0) == 0 }
+}
+
+async fn wait_for_all(timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if !anything_left() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    !anything_left()
+}
+
+/// Stops every process (SIGTERM, then SIGKILL after `grace`), syncs, unmounts every
+/// block-device filesystem but the root, and powers off. Only for PID 1.
+pub async fn power_off(grace: Duration) -> ! {
+    console("capsa-agent: stopping processes");
+    // SAFETY: kill has no memory effects; the reaper task reaps what exits.
+    unsafe { libc::kill(-1, libc::SIGTERM) };
+    if !wait_for_all(grace).await {
+        console("capsa-agent: processes still running, sending SIGKILL");
+        // SAFETY: as above.
+        unsafe { libc::kill(-1, libc::SIGKILL) };
+        wait_for_all(Duration::from_secs(2)).await;
+    }
+    // SAFETY: sync has no preconditions.
+    unsafe { libc::sync() };
+    console("capsa-agent: unmounting filesystems");
+    unmount_block_filesystems();
+    // SAFETY: as above.
+    unsafe { libc::sync() };
+    console("capsa-agent: powering off");
+    // SAFETY: we are PID 1 and everything is synced.
+    unsafe { libc::reboot(libc::RB_POWER_OFF) };
+    // reboot only returns on failure (not PID 1, no CAP_SYS_BOOT).
+    console(&format!(
+        "capsa-agent: power off failed: {}",
+        io::Error::last_os_error()
+    ));
+    loop {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+}
+
+/// Mount points of filesystems on block devices (the data disk and anything else on a
+/// /dev node), deepest last in mount order, so unmounting in reverse is safe.
+fn block_mounts(mountinfo: &str) -> Vec<String> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let mount_point = fields.get(4)?;
+            let dash = fields.iter().position(|f| *f == "-")?;
+            let source = fields.get(dash + 2)?;
+            (source.starts_with("/dev/") && *mount_point != "/")
+                .then(|| mount_point.replace("\\040", " "))
+        })
+        .collect()
+}
+
+fn unmount_block_filesystems() {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for mount_point in block_mounts(&mountinfo).iter().rev() {
+        let Ok(path) = std::ffi::CString::new(mount_point.as_str()) else {
+            continue;
+        };
+        // SAFETY: umount2 reads the NUL-terminated path.
+        if unsafe { libc::umount2(path.as_ptr(), 0) } < 0 {
+            let err = io::Error::last_os_error();
+            console(&format!(
+                "capsa-agent: unmount {mount_point}: {err}; detaching"
+            ));
+            // SAFETY: as above.
+            unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn block_mounts_skip_root_and_virtual_filesystems() {
+        let mountinfo = "\
+22 1 254:0 / / ro,relatime - erofs /dev/vda ro
+23 22 0:5 / /dev rw - devtmpfs devtmpfs rw
+24 22 0:21 / /proc rw - proc proc rw
+30 22 254:16 / /var/lib/capsa rw - ext4 /dev/vdb rw
+31 30 254:16 /x /var/lib/capsa/with\\040space rw - ext4 /dev/vdb rw
+";
+        assert_eq!(
+            super::block_mounts(mountinfo),
+            ["/var/lib/capsa", "/var/lib/capsa/with space"]
+        );
+    }
+}

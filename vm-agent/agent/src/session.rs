@@ -1,0 +1,508 @@
+//! One host connection: Hello first, then requests, stdio streams and events multiplexed
+//! on the stream until it ends. Processes an exec started belong to the connection: when
+//! it ends they are killed, as an SSH session's are.
+
+use crate::exec::{self, Reader, Writer};
+use crate::reaper::Status;
+use crate::window::Window;
+use crate::{Agent, Stop, fdio::FdStream, sys};
+use capsa_proto::*;
+use std::collections::HashMap;
+use std::io;
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// What the writer task takes: encoded frames, or a request to report once everything
+/// queued before it has been written.
+enum Out {
+    Bytes(Vec<u8>),
+    Flushed(oneshot::Sender<()>),
+}
+
+#[derive(Clone)]
+struct Outbox(mpsc::UnboundedSender<Out>);
+
+impl Outbox {
+    fn frame(&self, frame: Frame) {
+        match frame.to_bytes() {
+            Ok(bytes) => {
+                let _ = self.0.send(Out::Bytes(bytes));
+            }
+            Err(e) => eprintln!("capsa-agent: dropping a frame: {e}"),
+        }
+    }
+
+    fn json<T: serde::Serialize>(&self, kind: Kind, channel: u32, value: &T) {
+        self.frame(Frame::json(kind, channel, value));
+    }
+
+    fn response(&self, id: u32, result: Result<Reply, ErrorBody>) {
+        let response = match result {
+            Ok(reply) => Response::Ok(reply),
+            Err(body) => Response::Error(body),
+        };
+        self.json(Kind::Response, id, &response);
+    }
+
+    async fn flushed(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.0.send(Out::Flushed(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+struct ExecEntry {
+    pid: i32,
+    pty: Option<FdStream>,
+}
+
+#[derive(Default)]
+struct Shared {
+    /// Streams we send on (stdout, stderr) and their credit.
+    outbound: HashMap<u32, Arc<Window>>,
+    /// Running execs by request id.
+    execs: HashMap<u32, ExecEntry>,
+}
+
+struct Session {
+    agent: Arc<Agent>,
+    out: Outbox,
+    hello: Hello,
+    negotiated: Option<Negotiated>,
+    /// Streams the host sends on (stdin).
+    inbound: HashMap<u32, mpsc::UnboundedSender<Vec<u8>>>,
+    shared: Arc<Mutex<Shared>>,
+}
+
+pub async fn serve<S>(agent: Arc<Agent>, stream: S)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let (tx, mut rx) = mpsc::unbounded_channel::<Out>();
+    let writer_task = tokio::spawn(async move {
+        let mut batch = Vec::new();
+        while let Some(first) = rx.recv().await {
+            let mut acks = Vec::new();
+            let mut next = Some(first);
+            // Coalesce what is already queued into one write.
+            while let Some(item) = next {
+                match item {
+                    Out::Bytes(bytes) => batch.extend_from_slice(&bytes),
+                    Out::Flushed(ack) => acks.push(ack),
+                }
+                next = if batch.len() < 256 * 1024 {
+                    rx.try_recv().ok()
+                } else {
+                    None
+                };
+            }
+            if !batch.is_empty() {
+                if let Err(e) = writer.write_all(&batch).await {
+                    return e;
+                }
+                batch.clear();
+            }
+            if let Err(e) = writer.flush().await {
+                return e;
+            }
+            for ack in acks {
+                let _ = ack.send(());
+            }
+        }
+        io::Error::other("session closed")
+    });
+
+    let mut hello = Hello::new(
+        agent.software.clone(),
+        &[
+            features::EXEC,
+            features::PTY,
+            features::SET_TIME,
+            features::AUTHORIZED_KEYS,
+        ],
+    );
+    if agent.pid1 {
+        hello.features.push(features::POWER_OFF.to_string());
+    }
+    hello.guest = Some(sys::guest_info(agent.pid1));
+    let out = Outbox(tx);
+    out.json(Kind::Hello, 0, &hello);
+    agent.announce_ready();
+
+    let mut session = Session {
+        agent,
+        out,
+        hello,
+        negotiated: None,
+        inbound: HashMap::new(),
+        shared: Arc::new(Mutex::new(Shared::default())),
+    };
+    let mut decoder = Decoder::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut writer_task = writer_task;
+    let end = loop {
+        tokio::select! {
+            read = reader.read(&mut buf) => match read {
+                Ok(0) => break decoder.finish().err().map(|e| e.to_string()),
+                Ok(n) => {
+                    decoder.feed(&buf[..n]);
+                    let mut failed = None;
+                    loop {
+                        match decoder.next_frame() {
+                            Ok(Some(frame)) => {
+                                if let Err(reason) = session.handle(frame).await {
+                                    failed = Some(reason);
+                                    break;
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                failed = Some(e.to_string());
+                                break;
+                            }
+                        }
+                    }
+                    if failed.is_some() {
+                        break failed;
+                    }
+                }
+                Err(e) => break Some(format!("read: {e}")),
+            },
+            err = &mut writer_task => break Some(match err {
+                Ok(e) => format!("write: {e}"),
+                Err(e) => format!("writer: {e}"),
+            }),
+        }
+    };
+    if let Some(reason) = end {
+        eprintln!("capsa-agent: connection closed: {reason}");
+    }
+    session.close();
+    writer_task.abort();
+}
+
+impl Session {
+    /// Handles one frame; `Err` ends the connection.
+    async fn handle(&mut self, frame: Frame) -> Result<(), String> {
+        match frame.kind {
+            Kind::Hello => {
+                let theirs: Hello = match frame.parse() {
+                    Ok(hello) => hello,
+                    Err(e) => {
+                        self.error(0, ErrorCode::Incompatible, e.to_string());
+                        return Err(e.to_string());
+                    }
+                };
+                match negotiate(&self.hello, &theirs) {
+                    Ok(negotiated) => self.negotiated = Some(negotiated),
+                    Err(e) => {
+                        self.error(0, ErrorCode::Incompatible, e.to_string());
+                        self.out.flushed().await;
+                        return Err(e.to_string());
+                    }
+                }
+            }
+            Kind::Request => {
+                let id = frame.channel;
+                if self.negotiated.is_none() {
+                    self.out.response(
+                        id,
+                        Err(ErrorBody::new(
+                            ErrorCode::HandshakeRequired,
+                            "send Hello before any request",
+                        )),
+                    );
+                    return Ok(());
+                }
+                match parse_request(&frame.payload) {
+                    Ok(request) => self.request(id, request).await,
+                    Err(body) => self.out.response(id, Err(body)),
+                }
+            }
+            Kind::Data => {
+                if let Some(tx) = self.inbound.get(&frame.channel) {
+                    let _ = tx.send(frame.payload);
+                }
+            }
+            Kind::Close => {
+                self.inbound.remove(&frame.channel);
+            }
+            Kind::Credit => {
+                let bytes = frame.credit_bytes().map_err(|e| e.to_string())?;
+                let window = self
+                    .shared
+                    .lock()
+                    .unwrap()
+                    .outbound
+                    .get(&frame.channel)
+                    .cloned();
+                if let Some(window) = window {
+                    window.grant(bytes);
+                }
+            }
+            Kind::Error => {
+                let message = frame
+                    .parse::<ErrorBody>()
+                    .map_or_else(|e| e.to_string(), |b| b.to_string());
+                eprintln!(
+                    "capsa-agent: host reports on channel {}: {message}",
+                    frame.channel
+                );
+            }
+            Kind::Response | Kind::Event => {}
+            Kind::Unknown(code) => self.error(
+                frame.channel,
+                ErrorCode::UnknownKind,
+                format!("unknown frame kind {code}"),
+            ),
+        }
+        Ok(())
+    }
+
+    fn error(&self, channel: u32, code: ErrorCode, message: String) {
+        self.out
+            .json(Kind::Error, channel, &ErrorBody::new(code, message));
+    }
+
+    async fn request(&mut self, id: u32, request: Request) {
+        let result = match request {
+            Request::Ping => Ok(Reply::Pong),
+            Request::Info => {
+                let version = self.negotiated.as_ref().map_or(0, |n| n.version);
+                Ok(Reply::Info(sys::info(
+                    &self.agent.software,
+                    version,
+                    self.agent.pid1,
+                )))
+            }
+            Request::Exec(req) => self.exec(id, req),
+            Request::Resize(req) => {
+                let pty = self
+                    .shared
+                    .lock()
+                    .unwrap()
+                    .execs
+                    .get(&req.exec)
+                    .map(|e| e.pty.clone());
+                match pty {
+                    None => Err(no_such_exec(req.exec)),
+                    Some(None) => Err(ErrorBody::new(
+                        ErrorCode::BadRequest,
+                        format!("exec {} has no tty to resize", req.exec),
+                    )),
+                    Some(Some(pty)) => exec::resize(&pty, req.size)
+                        .map(|()| Reply::Done)
+                        .map_err(|e| failed("resize", e)),
+                }
+            }
+            Request::Signal(req) => {
+                let pid = self
+                    .shared
+                    .lock()
+                    .unwrap()
+                    .execs
+                    .get(&req.exec)
+                    .map(|e| e.pid);
+                match (pid, sys::parse_signal(&req.signal)) {
+                    (None, _) => Err(no_such_exec(req.exec)),
+                    (_, None) => Err(ErrorBody::new(
+                        ErrorCode::BadRequest,
+                        format!("unknown signal {:?}", req.signal),
+                    )),
+                    (Some(pid), Some(sig)) => {
+                        // SAFETY: kill has no memory effects.
+                        if unsafe { libc::kill(pid, sig) } < 0 {
+                            Err(failed("kill", io::Error::last_os_error()))
+                        } else {
+                            Ok(Reply::Done)
+                        }
+                    }
+                }
+            }
+            Request::SetTime(req) => sys::set_realtime(req.unix_nanos)
+                .map(|()| Reply::Done)
+                .map_err(|e| failed("set the clock", e)),
+            Request::SetAuthorizedKeys(req) => {
+                sys::set_authorized_keys(&self.agent.sysroot, &req.keys)
+                    .map(|_| Reply::Done)
+                    .map_err(|e| failed("write authorized_keys", e))
+            }
+            Request::Shutdown => {
+                self.out.response(id, Ok(Reply::Done));
+                self.out.flushed().await;
+                let _ = self.agent.stop.send(Stop::Shutdown);
+                return;
+            }
+        };
+        self.out.response(id, result);
+    }
+
+    fn exec(&mut self, id: u32, req: ExecRequest) -> Result<Reply, ErrorBody> {
+        {
+            let shared = self.shared.lock().unwrap();
+            if shared.execs.contains_key(&id) {
+                return Err(ErrorBody::new(
+                    ErrorCode::BadRequest,
+                    format!("request id {id} is already a running exec"),
+                ));
+            }
+            for stream in [req.stdin, req.stdout, req.stderr].into_iter().flatten() {
+                if shared.outbound.contains_key(&stream) || self.inbound.contains_key(&stream) {
+                    return Err(ErrorBody::new(
+                        ErrorCode::StreamInUse,
+                        format!("stream {stream} is already open"),
+                    ));
+                }
+            }
+        }
+        let spawned = exec::spawn(&req)?;
+        let pid = spawned.pid;
+        let mut pumps = Vec::new();
+        let outputs = [(req.stdout, spawned.stdout), (req.stderr, spawned.stderr)];
+        for (stream, reader) in outputs {
+            if let (Some(stream), Some(reader)) = (stream, reader) {
+                let window = Arc::new(Window::new(INITIAL_WINDOW));
+                self.shared
+                    .lock()
+                    .unwrap()
+                    .outbound
+                    .insert(stream, window.clone());
+                pumps.push(tokio::spawn(pump_out(
+                    reader,
+                    stream,
+                    window,
+                    self.out.clone(),
+                )));
+            }
+        }
+        if let (Some(stream), Some(writer)) = (req.stdin, spawned.stdin) {
+            let (tx, rx) = mpsc::unbounded_channel();
+            self.inbound.insert(stream, tx);
+            tokio::spawn(pump_in(writer, stream, rx, self.out.clone()));
+        }
+        self.shared.lock().unwrap().execs.insert(
+            id,
+            ExecEntry {
+                pid,
+                pty: spawned.pty,
+            },
+        );
+        tokio::spawn(wait_exit(
+            id,
+            spawned.status,
+            pumps,
+            [req.stdout, req.stderr],
+            self.shared.clone(),
+            self.out.clone(),
+        ));
+        Ok(Reply::ExecStarted(ExecStarted { pid: pid as u32 }))
+    }
+
+    /// The connection is gone: its processes are killed and its pumps stopped.
+    fn close(&mut self) {
+        self.inbound.clear();
+        let shared = self.shared.lock().unwrap();
+        for exec in shared.execs.values() {
+            // SAFETY: kill has no memory effects. Each exec leads its own process group.
+            unsafe { libc::kill(-exec.pid, libc::SIGKILL) };
+        }
+        for window in shared.outbound.values() {
+            window.close();
+        }
+    }
+}
+
+fn no_such_exec(id: u32) -> ErrorBody {
+    ErrorBody::new(
+        ErrorCode::NoSuchExec,
+        format!("no running exec with id {id}"),
+    )
+}
+
+fn failed(what: &str, e: io::Error) -> ErrorBody {
+    let code = if e.kind() == io::ErrorKind::PermissionDenied {
+        ErrorCode::PermissionDenied
+    } else {
+        ErrorCode::Failed
+    };
+    ErrorBody::new(code, format!("cannot {what}: {e}"))
+}
+
+/// Process output → Data frames, never more than the host granted.
+async fn pump_out(mut reader: Reader, stream: u32, window: Arc<Window>, out: Outbox) {
+    let mut buf = vec![0u8; MAX_DATA_CHUNK];
+    while let Some(n) = window.take(MAX_DATA_CHUNK).await {
+        match reader.read(&mut buf[..n]).await {
+            Ok(0) | Err(_) => {
+                window.give_back(n);
+                break;
+            }
+            Ok(read) => {
+                window.give_back(n - read);
+                out.frame(Frame::new(Kind::Data, stream, buf[..read].to_vec()));
+            }
+        }
+    }
+    out.frame(Frame::new(Kind::Close, stream, Vec::new()));
+}
+
+/// Data frames → process stdin; credit goes back once bytes are in the pipe, so a
+/// process that does not read stalls only its own stream.
+async fn pump_in(
+    mut writer: Writer,
+    stream: u32,
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    out: Outbox,
+) {
+    while let Some(data) = rx.recv().await {
+        if writer.write_all(&data).await.is_err() {
+            // The process closed its stdin: keep granting so the host is never stuck.
+            while let Some(data) = rx.recv().await {
+                out.frame(Frame::credit(stream, data.len() as u32));
+            }
+            return;
+        }
+        out.frame(Frame::credit(stream, data.len() as u32));
+    }
+    let _ = writer.shutdown().await;
+}
+
+async fn wait_exit(
+    id: u32,
+    status: oneshot::Receiver<Status>,
+    pumps: Vec<JoinHandle<()>>,
+    streams: [Option<u32>; 2],
+    shared: Arc<Mutex<Shared>>,
+    out: Outbox,
+) {
+    let status = status.await;
+    // The exit event comes after the output: the host has every byte when it sees it.
+    for pump in pumps {
+        let _ = pump.await;
+    }
+    {
+        let mut shared = shared.lock().unwrap();
+        shared.execs.remove(&id);
+        for stream in streams.into_iter().flatten() {
+            shared.outbound.remove(&stream);
+        }
+    }
+    let (code, signal) = match status {
+        Ok(Status::Exited(code)) => (Some(code), None),
+        Ok(Status::Signaled(sig)) => (None, Some(sig)),
+        Err(_) => (None, None),
+    };
+    out.json(
+        Kind::Event,
+        0,
+        &Event::ExecExit(ExecExit {
+            exec: id,
+            code,
+            signal,
+        }),
+    );
+}
