@@ -71,7 +71,7 @@ pub struct CreateArgs {
     /// Give extended privileges to the container
     #[arg(long)]
     pub privileged: bool,
-    /// User namespace to use (host, keep-id, auto)
+    /// User namespace: host, keep-id[:uid=U,gid=G] (rootless) or auto[:size=N,uidmapping=C:H:N,gidmapping=C:H:N]
     #[arg(long)]
     pub userns: Option<String>,
     /// Run an init inside the container that forwards signals and reaps processes
@@ -431,18 +431,7 @@ fn build_config(a: &CreateArgs) -> Result<ContainerConfig> {
         }
     }
     c.userns = a.userns.clone().unwrap_or_default();
-    if !matches!(
-        c.userns.as_str(),
-        "" | "host" | "keep-id" | "auto" | "private"
-    ) && !c.userns.starts_with("keep-id:")
-        && !c.userns.starts_with("auto:")
-        && !c.userns.starts_with("ns:")
-    {
-        bail!(
-            "invalid --userns {:?}: use host, keep-id, auto or ns:PATH",
-            c.userns
-        );
-    }
+    capsa_engine::container::idmap::UsernsMode::parse(&c.userns)?;
     c.init = a.init;
     if let Some(r) = &a.restart {
         let (name, max) = match r.split_once(':') {

@@ -223,6 +223,7 @@ impl Engine {
                 "Tmpfs": {},
                 "UTSMode": "private",
                 "UsernsMode": c.userns,
+                "IDMappings": c.idmappings.as_ref().map(|m| m.inspect()),
                 "ShmSize": 65536000,
                 "Runtime": "oci",
                 "ConsoleSize": [0, 0],

@@ -40,6 +40,8 @@ pub enum ContainerError {
     Attach(#[from] crate::container::attach::AttachError),
     #[error(transparent)]
     Volume(#[from] crate::volume::VolumeError),
+    #[error(transparent)]
+    Idmap(#[from] crate::container::idmap::IdmapError),
     /// The container's command could not be run: 126 (cannot invoke) or 127 (not found).
     #[error("{message}")]
     Exec { code: i32, message: String },
@@ -67,6 +69,7 @@ impl ContainerError {
     pub fn hint(&self) -> Option<String> {
         match self {
             ContainerError::Runtime(e) => e.hint(),
+            ContainerError::Idmap(e) => e.hint(),
             ContainerError::Running(_) => Some("stop it first, or pass --force".into()),
             ContainerError::NoMonitor(_) => {
                 Some("install capsa-monitor next to capsa, or point CAPSA_MONITOR at it".into())
@@ -299,6 +302,9 @@ impl Engine {
     pub fn create_container(&self, req: CreateRequest) -> Result<ContainerRecord, EngineError> {
         let img_cfg = image_container_config(self, &req.image)?;
         let mut config = req.config;
+        // Held until the record is written: `auto` ranges are read from the records.
+        let _userns = crate::container::idmap::prepare_create(self, &req.image, &mut config)
+            .map_err(ContainerError::from)?;
         let entrypoint = match &req.entrypoint {
             Some(e) => e.clone(),
             None => strings(&img_cfg["Entrypoint"]),
@@ -554,6 +560,7 @@ impl Engine {
         let lowers = self
             .rootfs_lowers(&img)
             .map_err(|e| ContainerError::Invalid(e.to_string()))?;
+        let lowers = crate::container::idmap::container_lowers(self, r, lowers)?;
         let cdir = self.container_dir(&r.id);
         let merged = rootfs::mount(&lowers, &cdir, self.store.rootless())?;
         r.mounted = true;
@@ -732,6 +739,7 @@ impl Engine {
             args.append(&mut o.args);
             o.args = args;
         }
+        crate::container::idmap::apply_to_spec(self, r, merged, &mut o)?;
         Ok(o)
     }
 

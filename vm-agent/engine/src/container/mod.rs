@@ -4,6 +4,7 @@
 
 pub mod attach;
 pub mod fsops;
+pub mod idmap;
 pub mod inspect;
 pub mod lifecycle;
 pub mod logs;

@@ -61,8 +61,9 @@ pub enum NetworkNs {
     Path(String),
 }
 
-/// A uid or gid mapping of a user namespace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A uid or gid mapping of a user namespace: `size` ids from `container` up are `host`
+/// and up in the namespace of the process that creates it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct IdMap {
     pub container: u32,
     pub host: u32,
@@ -147,7 +148,8 @@ pub fn caller_rlimits() -> Vec<(String, u64, u64)> {
 
 /// The standard mounts of a Linux container.
 fn base_mounts(o: &SpecOptions) -> Vec<Value> {
-    let sys = if o.rootless && o.network == NetworkNs::Host {
+    let own_userns = o.rootless || o.user_ns.is_some();
+    let sys = if own_userns && o.network == NetworkNs::Host {
         // sysfs cannot be mounted in a user namespace that does not own the netns.
         json!({"destination": "/sys", "type": "bind", "source": "/sys", "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]})
     } else {
@@ -160,7 +162,13 @@ fn base_mounts(o: &SpecOptions) -> Vec<Value> {
         "ptmxmode=0666",
         "mode=0620",
     ];
-    if !o.rootless {
+    // gid 5 (tty) must exist where devpts is mounted: not in the rootless namespace, nor
+    // in a container namespace too small to hold it.
+    let tty_mapped = match &o.user_ns {
+        Some((_, gids)) => gids.iter().any(|m| m.container <= 5 && 5 - m.container < m.size),
+        None => true,
+    };
+    if !o.rootless && tty_mapped {
         pts.push("gid=5");
     }
     // The container always has its own IPC namespace, owned by our user namespace when

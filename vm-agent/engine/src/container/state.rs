@@ -104,6 +104,9 @@ pub struct ContainerConfig {
     pub seccomp_profile: Option<String>,
     pub label_disable: bool,
     pub userns: String,
+    /// The maps `--userns keep-id|auto` chose at create (container::idmap).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idmappings: Option<crate::container::idmap::IdMappings>,
     pub init: bool,
     /// "no", "on-failure", "always", "unless-stopped".
     pub restart_policy: String,
