@@ -47,6 +47,9 @@ if (( with_tests )); then
   fi
   grep -q '^capsa-test:' /etc/subuid || usermod --add-subuids 200000-265535 capsa-test
   grep -q '^capsa-test:' /etc/subgid || usermod --add-subgids 200000-265535 capsa-test
+  # Root's --userns auto takes its ranges from the user "containers", as Podman does.
+  grep -q '^containers:' /etc/subuid || echo 'containers:2147483647:2147483648' >> /etc/subuid
+  grep -q '^containers:' /etc/subgid || echo 'containers:2147483647:2147483648' >> /etc/subgid
   uid=$(id -u capsa-test)
   mkdir -p "/run/user/$uid" && chown capsa-test: "/run/user/$uid" && chmod 0700 "/run/user/$uid"
 fi

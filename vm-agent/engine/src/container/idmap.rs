@@ -284,7 +284,7 @@ fn subtract(from: &[(u64, u64)], take: &[(u64, u64)]) -> Ranges {
 /// user): container 0… are 1…, `id` is 0, the ids above `id` are themselves.
 pub fn keep_id_map(id: u32, max: u32) -> Vec<IdMap> {
     let mut out = Vec::new();
-    if id > 0 {
+    if id.min(max) > 0 {
         out.push(IdMap {
             container: 0,
             host: 1,
@@ -944,7 +944,7 @@ mod tests {
         );
         assert_eq!(keep_id_map(0, 65536), [m(0, 0, 1), m(1, 1, 65536)]);
         // Without subordinate ids only the user itself is mapped.
-        assert_eq!(keep_id_map(1000, 0), [m(0, 1, 0), m(1000, 0, 1)][1..]);
+        assert_eq!(keep_id_map(1000, 0), [m(1000, 0, 1)]);
         assert_eq!(to_host(&keep_id_map(1001, 65536), 0), Some(1));
         assert_eq!(to_host(&keep_id_map(1001, 65536), 1001), Some(0));
         assert_eq!(to_host(&keep_id_map(1001, 65536), 2000), Some(2000));

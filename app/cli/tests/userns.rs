@@ -1,0 +1,463 @@
+//! `--userns keep-id` and `--userns auto`: the maps a container gets, files keeping their
+//! owners inside (id-shifted layer copies, cached and removed with the image), disjoint
+//! `auto` ranges, and bad option values. Every test runs as root and as the rootless
+//! test user, each with its own store.
+
+mod common;
+use common::*;
+
+fn inspect(c: &Capsa, name: &str) -> serde_json::Value {
+    let v: serde_json::Value =
+        serde_json::from_str(&c.ok(&["container", "inspect", name])).unwrap();
+    v[0].clone()
+}
+
+/// The id-shifted layer copies in the store: `layers/<driver>/<layer>/idmap/<key>`.
+fn shifted_copies(c: &Capsa) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let layers = c.root().join("layers").join(c.driver);
+    for l in std::fs::read_dir(layers).unwrap().flatten() {
+        for e in std::fs::read_dir(l.path().join("idmap"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if !e.file_name().to_string_lossy().starts_with('.') {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The rootless user's uid and the size of its subordinate range.
+fn rootless_ids(user: &str) -> (u32, u64) {
+    let out = std::process::Command::new("id")
+        .args(["-u", user])
+        .output()
+        .unwrap();
+    let uid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let subuid = std::fs::read_to_string("/etc/subuid").unwrap();
+    let count = subuid
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() == 3 && (f[0] == user || f[0] == uid.to_string()))
+                .then(|| f[2].parse::<u64>().unwrap())
+        })
+        .sum();
+    (uid, count)
+}
+
+/// Root's `auto` namespaces come from the `containers` user's subordinate ranges, as
+/// with Podman; scripts/setup.sh adds them.
+fn auto_available(c: &Capsa, test: &str) -> bool {
+    if c.user.is_some() {
+        return true;
+    }
+    let has = |f: &str| {
+        std::fs::read_to_string(f)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with("containers:"))
+    };
+    if has("/etc/subuid") && has("/etc/subgid") {
+        return true;
+    }
+    eprintln!(
+        "SKIP {test}: no ranges for user containers in /etc/subuid and /etc/subgid (scripts/setup.sh adds them)"
+    );
+    false
+}
+
+fn normalize(map: &str) -> Vec<String> {
+    map.lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// Parses the `IDMappings.UidMap` strings of inspect into (container, host, size).
+fn id_maps(v: &serde_json::Value, which: &str) -> Vec<(u64, u64, u64)> {
+    v["HostConfig"]["IDMappings"][which]
+        .as_array()
+        .unwrap_or_else(|| panic!("no IDMappings.{which} in {v}"))
+        .iter()
+        .map(|s| {
+            let f: Vec<u64> = s
+                .as_str()
+                .unwrap()
+                .split(':')
+                .map(|x| x.parse().unwrap())
+                .collect();
+            (f[0], f[1], f[2])
+        })
+        .collect()
+}
+
+both!(keep_id, |c: &Capsa, img: &str| {
+    let script = "id -u; id -g; cat /proc/self/uid_map; echo HOME=$HOME; \
+                  stat -c '%u %g' /bin/busybox / /etc/passwd; grep -F ':*:' /etc/passwd; \
+                  touch /tmp/made && stat -c %u /tmp/made";
+    let Some(user) = &c.user else {
+        // Podman 4.3 as root: "keep-id is only supported in rootless mode".
+        let err = c.fails(&["run", "--rm", "--userns", "keep-id", img, "true"], 125);
+        assert!(
+            err.contains("keep-id is only supported in rootless mode"),
+            "{err}"
+        );
+        assert!(err.contains("hint:"), "{err}");
+        assert!(shifted_copies(c).is_empty());
+        return;
+    };
+    let (uid, subids) = rootless_ids(user);
+    let out = c.ok(&[
+        "run",
+        "--rm",
+        "--userns",
+        "keep-id",
+        "--network",
+        "none",
+        img,
+        "sh",
+        "-c",
+        script,
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0],
+        uid.to_string(),
+        "id -u is the caller's uid: {out}"
+    );
+    assert_eq!(lines[1], uid.to_string(), "id -g: {out}");
+    // Podman's keep-id map: 0… → 1…, the user → 0 (the user outside), the rest as is.
+    assert_eq!(
+        normalize(&lines[2..5].join("\n")),
+        [
+            format!("0 1 {uid}"),
+            format!("{uid} 0 1"),
+            format!("{} {} {}", uid + 1, uid + 1, subids - uid as u64)
+        ],
+        "{out}"
+    );
+    assert_eq!(lines[5], "HOME=/", "{out}");
+    assert_eq!(
+        &lines[6..9],
+        ["0 0", "0 0", "0 0"],
+        "image files keep root: {out}"
+    );
+    assert!(
+        lines[9].starts_with(&format!("{user}:*:{uid}:{uid}::/:")),
+        "a passwd entry like Podman's: {out}"
+    );
+    assert_eq!(
+        lines[10],
+        uid.to_string(),
+        "new files belong to the user: {out}"
+    );
+    // The user and the map are in the record, and -u wins over keep-id's user.
+    c.ok(&["create", "--name", "k", "--userns", "keep-id", img, "true"]);
+    let v = inspect(c, "k");
+    assert_eq!(v["Config"]["User"], format!("{uid}:{uid}"));
+    assert_eq!(v["HostConfig"]["UsernsMode"], "keep-id");
+    assert_eq!(id_maps(&v, "UidMap")[1], (uid as u64, 0, 1));
+    let out = c.ok(&[
+        "run",
+        "--rm",
+        "--userns",
+        "keep-id",
+        "-u",
+        "0",
+        "--network",
+        "none",
+        img,
+        "id",
+        "-u",
+    ]);
+    assert_eq!(out, "0\n");
+    // keep-id:uid=,gid= as Podman: 0 1 5 / 5 0 1 / 6 6 …
+    let out = c.ok(&[
+        "run",
+        "--rm",
+        "--userns",
+        "keep-id:uid=5,gid=6",
+        "--network",
+        "none",
+        img,
+        "sh",
+        "-c",
+        "id -u; id -g; head -2 /proc/self/uid_map",
+    ]);
+    let lines: Vec<String> = normalize(&out);
+    assert_eq!(lines[..4], ["5", "6", "0 1 5", "5 0 1"], "{out}");
+    // Every keep-id container shares one shifted copy per layer; the default network
+    // works from the nested namespace too.
+    let copies = shifted_copies(c);
+    assert!(!copies.is_empty());
+    c.ok(&["run", "--rm", "--userns", "keep-id", img, "true"]);
+    assert_eq!(shifted_copies(c), copies);
+});
+
+both!(auto_ranges_are_disjoint, |c: &Capsa, img: &str| {
+    if !auto_available(c, "auto_ranges_are_disjoint") {
+        return;
+    }
+    for name in ["a1", "a2"] {
+        c.ok(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--userns",
+            "auto",
+            "--network",
+            "none",
+            img,
+            "sleep",
+            "1000",
+        ]);
+    }
+    let mut ranges = Vec::new();
+    for name in ["a1", "a2"] {
+        let v = inspect(c, name);
+        assert_eq!(v["HostConfig"]["UsernsMode"], "auto");
+        let uids = id_maps(&v, "UidMap");
+        let gids = id_maps(&v, "GidMap");
+        // containers/storage's estimate for busybox: below the minimum, so 1024.
+        assert_eq!(uids, [(0, uids[0].1, 1024)], "{name}");
+        assert_eq!(gids, [(0, gids[0].1, 1024)], "{name}");
+        // What the kernel says inside matches the record.
+        let map = c.ok(&["exec", name, "cat", "/proc/self/uid_map"]);
+        assert_eq!(
+            normalize(&map),
+            [format!("0 {} 1024", uids[0].1)],
+            "{name}: {map}"
+        );
+        let owners = c.ok(&[
+            "exec",
+            name,
+            "stat",
+            "-c",
+            "%u %g",
+            "/",
+            "/bin/busybox",
+            "/etc",
+        ]);
+        assert_eq!(owners, "0 0\n0 0\n0 0\n", "{name}");
+        assert_eq!(c.ok(&["exec", name, "id", "-u"]), "0\n");
+        c.ok(&[
+            "exec",
+            name,
+            "sh",
+            "-c",
+            "echo hi > /root-owned && chown 33:33 /root-owned",
+        ]);
+        ranges.push(uids[0].1);
+    }
+    let (a, b) = (ranges[0], ranges[1]);
+    assert!(
+        a + 1024 <= b || b + 1024 <= a,
+        "ranges overlap: {a} and {b}"
+    );
+    if c.user.is_some() {
+        // Rootless: inside the user's namespace, never its own uid (namespace id 0).
+        assert!(a >= 1 && b >= 1);
+    }
+    // The container's writable layer holds what it wrote, owned by its mapped ids.
+    let upper = c
+        .root()
+        .join("containers")
+        .join(inspect(c, "a1")["Id"].as_str().unwrap())
+        .join("upper");
+    if c.user.is_none() {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(upper.join("root-owned")).unwrap();
+        assert_eq!((m.uid() as u64, m.gid() as u64), (a + 33, a + 33));
+        assert_eq!(std::fs::metadata(&upper).unwrap().uid() as u64, a);
+    }
+    // Two auto containers: two shifted copies of the one layer.
+    assert_eq!(shifted_copies(c).len(), 2 * c.layer_dirs(img).len());
+    // size= and a range asked for with uidmapping=.
+    let out = c.ok(&[
+        "run",
+        "--rm",
+        "--userns",
+        "auto:size=2000",
+        "--network",
+        "none",
+        img,
+        "cat",
+        "/proc/self/uid_map",
+    ]);
+    let lines = normalize(&out);
+    assert_eq!(lines.len(), 1, "{out}");
+    assert!(
+        lines[0].starts_with("0 ") && lines[0].ends_with(" 2000"),
+        "{out}"
+    );
+    let host: u64 = lines[0].split(' ').nth(1).unwrap().parse().unwrap();
+    for r in [a, b] {
+        assert!(host + 2000 <= r || r + 1024 <= host, "{host} overlaps {r}");
+    }
+});
+
+both!(
+    auto_creates_at_once_get_disjoint_ranges,
+    |c: &Capsa, img: &str| {
+        if !auto_available(c, "auto_creates_at_once_get_disjoint_ranges") {
+            return;
+        }
+        let children: Vec<_> = (0..4)
+            .map(|i| {
+                c.cmd(&[
+                    "create",
+                    "--name",
+                    &format!("p{i}"),
+                    "--userns",
+                    "auto:size=1500",
+                    img,
+                    "true",
+                ])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+            })
+            .collect();
+        for mut ch in children {
+            assert!(ch.wait().unwrap().success());
+        }
+        let mut starts: Vec<u64> = (0..4)
+            .map(|i| {
+                let maps = id_maps(&inspect(c, &format!("p{i}")), "UidMap");
+                assert_eq!(maps.len(), 1);
+                assert_eq!(maps[0].2, 1500);
+                maps[0].1
+            })
+            .collect();
+        starts.sort();
+        for w in starts.windows(2) {
+            assert!(w[0] + 1500 <= w[1], "overlapping ranges: {starts:?}");
+        }
+    }
+);
+
+both!(
+    shifted_copies_are_reused_and_removed_with_the_image,
+    |c: &Capsa, img: &str| {
+        if !auto_available(c, "shifted_copies_are_reused_and_removed_with_the_image") {
+            return;
+        }
+        let layers = c.layer_dirs(img).len();
+        let run = || {
+            c.ok(&[
+                "run",
+                "--rm",
+                "--userns",
+                "auto",
+                "--network",
+                "none",
+                img,
+                "stat",
+                "-c",
+                "%u",
+                "/bin/busybox",
+            ])
+        };
+        assert_eq!(run(), "0\n");
+        let first = shifted_copies(c);
+        assert_eq!(first.len(), layers, "one copy per layer");
+        // The range freed by --rm is the first free one again: same map, same copies.
+        let before: Vec<_> = first
+            .iter()
+            .map(|p| std::fs::metadata(p).unwrap().modified().unwrap())
+            .collect();
+        assert_eq!(run(), "0\n");
+        assert_eq!(shifted_copies(c), first, "the copies were reused");
+        let after: Vec<_> = first
+            .iter()
+            .map(|p| std::fs::metadata(p).unwrap().modified().unwrap())
+            .collect();
+        assert_eq!(before, after, "not rebuilt");
+        // A stopped container started again uses them too.
+        c.ok(&[
+            "run",
+            "--name",
+            "again",
+            "--userns",
+            "auto",
+            "--network",
+            "none",
+            img,
+            "true",
+        ]);
+        let with_two = shifted_copies(c).len();
+        c.ok(&["start", "-a", "again"]);
+        assert_eq!(shifted_copies(c).len(), with_two);
+        // A named volume made for the container belongs to its root inside.
+        let out = c.ok(&[
+            "run",
+            "--rm",
+            "--userns",
+            "auto",
+            "--network",
+            "none",
+            "-v",
+            "uvol:/data",
+            img,
+            "sh",
+            "-c",
+            "stat -c '%u %g' /data && touch /data/f && echo ok",
+        ]);
+        assert_eq!(out, "0 0\nok\n");
+        // Removing the image removes its shifted copies.
+        c.ok(&["rm", "-a", "-f"]);
+        c.ok(&["rmi", img]);
+        assert!(shifted_copies(c).is_empty(), "{:?}", shifted_copies(c));
+        for p in &first {
+            assert!(!p.exists(), "{} is left", p.display());
+        }
+    }
+);
+
+both!(bad_userns_values, |c: &Capsa, img: &str| {
+    for (value, says) in [
+        (
+            "keep-id:uid=x",
+            "invalid --userns \"keep-id:uid=x\": uid must be a number",
+        ),
+        ("keep-id:gid=-1", "gid must be a number"),
+        ("keep-id:size=1", "unknown option \"size\""),
+        (
+            "auto:size=0",
+            "invalid --userns \"auto:size=0\": size must be between 1 and 65536",
+        ),
+        ("auto:size=x", "size must be a number"),
+        (
+            "auto:uidmapping=0:1",
+            "uidmapping must be CONTAINER:HOST:SIZE",
+        ),
+        ("private", "use host, keep-id"),
+        ("bogus", "use host, keep-id"),
+    ] {
+        for cmd in ["run", "create"] {
+            let err = c.fails(&[cmd, "--rm", "--userns", value, img, "true"], 125);
+            assert!(err.contains(says), "{value}: {err}");
+        }
+    }
+    assert!(c.ok(&["ps", "-a", "-q"]).is_empty(), "nothing was created");
+    // `host` and the default need no namespace of their own.
+    let v = c.ok(&[
+        "run",
+        "--rm",
+        "--userns",
+        "host",
+        "--network",
+        "none",
+        img,
+        "id",
+        "-u",
+    ]);
+    assert_eq!(v, "0\n");
+    assert!(shifted_copies(c).is_empty());
+});
