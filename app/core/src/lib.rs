@@ -3,4 +3,6 @@
 //! the protocol of `capsa-proto`. It owns nothing about images or containers themselves:
 //! those are the engine's (`capsa-engine`).
 
+pub mod transport;
+
 pub use capsa_proto::PROTOCOL_VERSION;
