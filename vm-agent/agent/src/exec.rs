@@ -135,13 +135,12 @@ pub fn spawn(req: &ExecRequest) -> Result<Spawned, ErrorBody> {
             if tty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
                 return Err(io::Error::last_os_error());
             }
-            if switch_user {
-                if libc::setgroups(groups.len(), groups.as_ptr()) < 0
+            if switch_user
+                && (libc::setgroups(groups.len(), groups.as_ptr()) < 0
                     || libc::setgid(gid) < 0
-                    || libc::setuid(uid) < 0
-                {
-                    return Err(io::Error::last_os_error());
-                }
+                    || libc::setuid(uid) < 0)
+            {
+                return Err(io::Error::last_os_error());
             }
             Ok(())
         });
