@@ -1065,14 +1065,14 @@ mod tests {
         fs::set_permissions(diff.join("home"), fs::Permissions::from_mode(0o711)).unwrap();
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &diff.join("deleted"),
+            diff.join("deleted"),
             rustix::fs::FileType::CharacterDevice,
             rustix::fs::Mode::empty(),
             0,
         )
         .unwrap();
         let opaque = rustix::fs::lsetxattr(
-            &diff.join("gone"),
+            diff.join("gone"),
             "trusted.overlay.opaque",
             b"y",
             rustix::fs::XattrFlags::empty(),
@@ -1126,15 +1126,15 @@ mod tests {
         );
         if opaque {
             let mut v = [0u8; 8];
-            let n = rustix::fs::lgetxattr(&copy.join("gone"), "trusted.overlay.opaque", &mut v)
-                .unwrap();
+            let n =
+                rustix::fs::lgetxattr(copy.join("gone"), "trusted.overlay.opaque", &mut v).unwrap();
             assert_eq!(&v[..n], b"y");
         }
         // Built once: a second call finds it.
         fs::write(copy.join("marker"), b"").unwrap();
         assert_eq!(shifted_layer(&diff, &maps).unwrap(), copy);
         assert!(copy.join("marker").exists());
-        assert_eq!(cached_copies(&t.path()), vec![copy]);
+        assert_eq!(cached_copies(t.path()), vec![copy]);
         // An owner the map does not cover fails the build and leaves nothing.
         let small = IdMappings {
             uid_map: vec![m(0, 100000, 10)],

@@ -165,7 +165,9 @@ fn base_mounts(o: &SpecOptions) -> Vec<Value> {
     // gid 5 (tty) must exist where devpts is mounted: not in the rootless namespace, nor
     // in a container namespace too small to hold it.
     let tty_mapped = match &o.user_ns {
-        Some((_, gids)) => gids.iter().any(|m| m.container <= 5 && 5 - m.container < m.size),
+        Some((_, gids)) => gids
+            .iter()
+            .any(|m| m.container <= 5 && 5 - m.container < m.size),
         None => true,
     };
     if !o.rootless && tty_mapped {
@@ -503,6 +505,28 @@ mod tests {
                             .iter()
                             .any(|n| n["type"] == "user")
                     );
+                },
+            },
+            Case {
+                what: "a small user namespace as root: no devpts gid 5, /sys bound with host network",
+                tweak: |o| {
+                    let m = vec![IdMap {
+                        container: 0,
+                        host: 100000,
+                        size: 3,
+                    }];
+                    o.user_ns = Some((m.clone(), m));
+                    o.network = NetworkNs::Host;
+                },
+                check: |s| {
+                    let m = s["mounts"].as_array().unwrap();
+                    assert!(
+                        m.iter()
+                            .any(|m| m["destination"] == "/sys" && m["type"] == "bind")
+                    );
+                    let pts = m.iter().find(|m| m["destination"] == "/dev/pts").unwrap();
+                    assert!(!pts["options"].as_array().unwrap().contains(&json!("gid=5")));
+                    assert_eq!(s["linux"]["gidMappings"][0]["size"], 3);
                 },
             },
             Case {
