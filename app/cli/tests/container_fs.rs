@@ -497,3 +497,149 @@ both!(
         );
     }
 );
+
+both!(cp_into_and_out_of_a_tmpfs, |c: &Capsa, img: &str| {
+    let w = work(c);
+    let ro = w.join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    give(c, &ro);
+    let ro_mount = format!("{}:/ro:ro", ro.display());
+    let id = c.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "tm",
+        "--tmpfs",
+        "/data",
+        "--mount",
+        "type=tmpfs,destination=/scratch",
+        "-v",
+        &ro_mount,
+        img,
+        "sh",
+        "-c",
+        "echo inside > /data/in && echo deep > /scratch/in && touch /ready && sleep 1000",
+    ]);
+    let id = id.trim();
+    wait_for(c, "tm", "/ready");
+    // Tried: into each tmpfs (as podman 4.3 does, in the container's mount namespace):
+    // the container sees the file, the overlay's upper directory under the mount
+    // point does not get it.
+    let upper = c.root().join("containers").join(id).join("upper");
+    for dir in ["/data", "/scratch"] {
+        c.ok(&["cp", s(&w.join("hello")), &format!("tm:{dir}/")]);
+        assert_eq!(
+            c.ok(&["exec", "tm", "cat", &format!("{dir}/hello")]),
+            "hello from the host\n"
+        );
+        let under = upper.join(dir.trim_start_matches('/')).join("hello");
+        assert!(!under.exists(), "{} was written", under.display());
+    }
+    // A tar stream into it, too.
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(9);
+    h.set_mode(0o644);
+    b.append_data(&mut h, "streamed", &b"streamed\n"[..])
+        .unwrap();
+    let tar = b.into_inner().unwrap();
+    let mut child = c
+        .cmd(&["cp", "-", "tm:/data"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&tar).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(c.ok(&["exec", "tm", "cat", "/data/streamed"]), "streamed\n");
+    // Tried: out of each tmpfs: what the container wrote there.
+    c.ok(&["cp", "tm:/data/in", s(&w.join("from-data"))]);
+    assert_eq!(
+        std::fs::read_to_string(w.join("from-data")).unwrap(),
+        "inside\n"
+    );
+    c.ok(&["cp", "tm:/scratch/.", s(&w.join("from-scratch"))]);
+    assert_eq!(
+        std::fs::read_to_string(w.join("from-scratch/in")).unwrap(),
+        "deep\n"
+    );
+    let out = c.cmd(&["cp", "tm:/data", "-"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let entries = tar_entries(&out.stdout);
+    assert!(entries.contains(&("data/in".into(), Some("inside\n".into()))));
+    // Tried: into a read-only bind mount: refused as in the container (podman: "read-only
+    // file system"), the host directory untouched.
+    let err = c.fails(&["cp", s(&w.join("hello")), "tm:/ro/"], 125);
+    assert!(
+        err.to_lowercase().contains("read-only file system"),
+        "{err}"
+    );
+    assert!(!ro.join("hello").exists());
+    // Tried: once stopped the tmpfs is gone; a copy lands in the container's own files,
+    // which the next run's tmpfs starts with (tmpcopyup), as with podman.
+    c.ok(&["stop", "-t", "0", "tm"]);
+    c.ok(&["cp", s(&w.join("hello")), "tm:/data/after"]);
+    assert!(upper.join("data/after").exists());
+    c.ok(&["start", "tm"]);
+    assert_eq!(
+        c.ok(&["exec", "tm", "cat", "/data/after"]),
+        "hello from the host\n"
+    );
+});
+
+both!(commit_squash_makes_one_layer, |c: &Capsa, img: &str| {
+    c.ok(&[
+        "run",
+        "--name",
+        "sq",
+        img,
+        "sh",
+        "-c",
+        "echo squashed > /hello.txt; rm /bin/ls",
+    ]);
+    let id = c.ok(&[
+        "commit",
+        "-q",
+        "--squash",
+        "-c",
+        r#"CMD ["cat","/hello.txt"]"#,
+        "sq",
+        "squashed",
+    ]);
+    assert_eq!(id.trim().len(), 64, "{id}");
+    // Tried: podman 4.3's result: one layer, one history entry.
+    let v = c.inspect("squashed");
+    assert_eq!(v["RootFS"]["Layers"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(c.layer_dirs("squashed").len(), 1);
+    let hist: Vec<serde_json::Value> =
+        serde_json::from_str(&c.ok(&["history", "--format", "json", "squashed"])).unwrap();
+    assert_eq!(hist.len(), 1, "{hist:?}");
+    // It runs, with the image's files, the container's additions and without what the
+    // container deleted (no whiteout is needed in a single layer).
+    assert_eq!(c.ok(&["run", "--rm", "squashed"]), "squashed\n");
+    c.ok(&["run", "--rm", "squashed", "test", "-x", "/bin/sh"]);
+    c.fails(&["run", "--rm", "squashed", "ls"], 127);
+    // A running container squashes too (`-s`, its mount used as it is).
+    c.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "sqlive",
+        img,
+        "sh",
+        "-c",
+        "echo live > /live && sleep 1000",
+    ]);
+    wait_for(c, "sqlive", "/live");
+    c.ok(&["commit", "-q", "-s", "sqlive", "squashed-live"]);
+    assert_eq!(
+        c.inspect("squashed-live")["RootFS"]["Layers"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        c.ok(&["run", "--rm", "squashed-live", "cat", "/live"]),
+        "live\n"
+    );
+});

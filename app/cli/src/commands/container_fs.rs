@@ -76,6 +76,9 @@ pub struct CommitArgs {
     /// Include container volumes as image volumes
     #[arg(long)]
     pub include_volumes: bool,
+    /// Squash the image's layers and the container's changes into one new layer
+    #[arg(short, long)]
+    pub squash: bool,
     pub container: String,
     /// Name of the new image
     pub image: Option<String>,
@@ -209,6 +212,7 @@ pub fn commit(engine: &Engine, a: CommitArgs) -> Result<()> {
         pause: a.pause,
         format: a.format.clone(),
         include_volumes: a.include_volumes,
+        squash: a.squash,
     };
     let img = engine
         .commit_container(&a.container, &opts, &progress)

@@ -1476,6 +1476,9 @@ impl Engine {
         f: impl FnOnce(&Root) -> Result<T, FsError>,
     ) -> Result<T, FsError> {
         let running = rec.mounted && matches!(rec.status, Status::Running | Status::Paused);
+        if running && let Some(root) = self.namespace_root(rec) {
+            return f(&root);
+        }
         let mounts = match running {
             // The bundle also has the generated /etc/hosts, resolv.conf and hostname.
             true => self
@@ -1487,6 +1490,33 @@ impl Engine {
             let root = Root::open(merged, mounts)
                 .map_err(io_err(format!("opening {}", merged.display())))?;
             f(&root)
+        })
+    }
+
+    /// A running container's root as its processes see it, every mount of its mount
+    /// namespace included (`--tmpfs`, volumes, the generated /etc files), so copies land
+    /// where the container looks and a read-only mount stays read-only. Podman enters
+    /// the mount namespace for this; a directory fd from `/proc/<pid>/root` walks the
+    /// same mount tree without moving a thread of ours into it. `None` when the process
+    /// is gone, or when its pid was reused by another process (whose root is not this
+    /// container's `merged`).
+    fn namespace_root(&self, rec: &ContainerRecord) -> Option<Root> {
+        if rec.pid <= 0 {
+            return None;
+        }
+        let proc_root = format!("/proc/{}/root", rec.pid);
+        let fd = rustix::fs::open(
+            proc_root.as_str(),
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .inspect_err(|e| tracing::debug!("opening {proc_root}: {e}"))
+        .ok()?;
+        let theirs = fstat(fd.as_fd()).ok()?;
+        let ours = std::fs::metadata(self.container_dir(&rec.id).join("merged")).ok()?;
+        (theirs.dev == ours.dev() && theirs.ino == ours.ino()).then(|| Root {
+            fd,
+            mounts: Vec::new(),
         })
     }
 
@@ -1874,6 +1904,9 @@ pub struct CommitOptions {
     pub format: String,
     /// Volumes of the container become the image's VOLUMEs.
     pub include_volumes: bool,
+    /// `--squash`: the image's layers and the container's changes become one layer
+    /// (the container's whole root filesystem), and the history one entry, as Podman's.
+    pub squash: bool,
 }
 
 /// The image config object for a commit: the image's, updated with what the container
@@ -1969,7 +2002,8 @@ fn convert_layer_type(mt: &str, docker: bool) -> Result<String, FsError> {
 
 impl Engine {
     /// `commit`: a new image of the container's image layers and one more layer with
-    /// what the container changed; returns its record.
+    /// what the container changed (with `squash`, of one layer holding it all); returns
+    /// its record.
     pub fn commit_container(
         &self,
         input: &str,
@@ -2000,7 +2034,7 @@ impl Engine {
         let (base_manifest, _) = self.image_manifest(&img)?;
         let cfg = committed_config(base.config.as_ref(), &rec, o)?;
         let mut layers = Vec::new();
-        for l in &base_manifest.layers {
+        for l in base_manifest.layers.iter().filter(|_| !o.squash) {
             let mut l = l.clone();
             l.media_type = convert_layer_type(&l.media_type, docker)?;
             layers.push(l);
@@ -2012,7 +2046,11 @@ impl Engine {
         if pause {
             self.runtime_action(&rec, "pause")?;
         }
-        let written = self.write_upper_layer(&rec);
+        let written = if o.squash {
+            self.write_squashed_layer(&rec)
+        } else {
+            self.write_upper_layer(&rec)
+        };
         if pause && let Err(e) = self.runtime_action(&rec, "resume") {
             tracing::warn!("{e}");
         }
@@ -2038,7 +2076,11 @@ impl Engine {
         });
 
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
-        let mut history = base.history.clone();
+        let mut history = if o.squash {
+            Vec::new()
+        } else {
+            base.history.clone()
+        };
         history.push(History {
             created: Some(now.clone()),
             created_by: Some(rec.command.join(" ")),
@@ -2050,7 +2092,11 @@ impl Engine {
         if docker && let Some(m) = &o.message {
             extra.insert("comment".into(), json!(m));
         }
-        let mut diff_ids = base.rootfs.diff_ids.clone();
+        let mut diff_ids = if o.squash {
+            Vec::new()
+        } else {
+            base.rootfs.diff_ids.clone()
+        };
         diff_ids.push(diff_id);
         let config = ImageConfig {
             created: Some(now),
@@ -2113,17 +2159,36 @@ impl Engine {
             std::fs::create_dir_all(&upper)
                 .map_err(io_err(format!("creating {}", upper.display())))?;
         }
-        let root = Root::open(&upper, Vec::new())
-            .map_err(io_err(format!("opening {}", upper.display())))?;
-        let top = root
-            .resolve(Path::new("/"), true)
-            .map_err(io_err(format!("opening {}", upper.display())))?;
-        let blob = self.store.blob_writer().map_err(EngineError::from)?;
-        let gz = flate2::write::GzEncoder::new(blob, flate2::Compression::fast());
         let opts = TarOptions {
             whiteouts: Some(self.xattr_prefix()),
         };
-        let what = format!("archiving {}", upper.display());
+        self.write_layer(&upper, opts)
+    }
+
+    /// The container's root filesystem as it is now (image layers and changes merged,
+    /// without the container's mounts) as one gzip'd layer blob, for `commit --squash`.
+    fn write_squashed_layer(
+        &self,
+        rec: &ContainerRecord,
+    ) -> Result<(String, u64, String), FsError> {
+        // The mount in capsa's namespace: the container's own mounts (volumes, tmpfs,
+        // the generated /etc files) are not part of it, as they are not of the image.
+        self.with_rootfs(rec, |merged| {
+            self.write_layer(merged, TarOptions::default())
+        })
+    }
+
+    /// The tree at `dir` as a gzip'd layer blob; returns the blob's digest and size and
+    /// the diff ID.
+    fn write_layer(&self, dir: &Path, opts: TarOptions) -> Result<(String, u64, String), FsError> {
+        let root =
+            Root::open(dir, Vec::new()).map_err(io_err(format!("opening {}", dir.display())))?;
+        let top = root
+            .resolve(Path::new("/"), true)
+            .map_err(io_err(format!("opening {}", dir.display())))?;
+        let blob = self.store.blob_writer().map_err(EngineError::from)?;
+        let gz = flate2::write::GzEncoder::new(blob, flate2::Compression::fast());
+        let what = format!("archiving {}", dir.display());
         let hashing = produce(&root, &top, None, opts, HashingWriter::new(gz))
             .map_err(io_err(what.clone()))?;
         let (diff_id, _, gz) = hashing.finish();
@@ -2790,5 +2855,33 @@ mod tests {
         let (_, mt) = e.image_manifest(&docker).unwrap();
         assert_eq!(mt, media::DOCKER_MANIFEST);
         assert!(docker.names.is_empty());
+
+        // --squash: one layer with the image's files and the container's changes, one
+        // history entry.
+        let squashed = e
+            .commit_container(
+                "fs",
+                &CommitOptions {
+                    squash: true,
+                    format: "oci".into(),
+                    ..Default::default()
+                },
+                &crate::image::progress::NoProgress,
+            )
+            .unwrap();
+        assert_eq!(squashed.layers.len(), 1);
+        assert_ne!(squashed.layers[0], img.layers[0]);
+        let cfg = e.image_config(&squashed).unwrap();
+        assert_eq!(cfg.rootfs.diff_ids.len(), 1);
+        assert_eq!(cfg.history.len(), 1);
+        assert_eq!(cfg.config.unwrap()["Env"], json!(["A=1"]));
+        let rec3 = container(&e, &squashed, "fs3");
+        let mut tar = Vec::new();
+        e.export_container(&rec3.id, &mut tar).unwrap();
+        let names = entry_names(&tar);
+        for n in ["etc/passwd", "bin/true", "tmp/hello", "tmp/escaped", "esc"] {
+            assert!(names.contains(&n.to_string()), "{n} not in {names:?}");
+        }
+        assert!(!is_mountpoint(&merged, &e.container_dir(&rec.id)));
     }
 }
