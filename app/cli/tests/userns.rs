@@ -461,3 +461,96 @@ both!(bad_userns_values, |c: &Capsa, img: &str| {
     assert_eq!(v, "0\n");
     assert!(shifted_copies(c).is_empty());
 });
+
+both!(layered_image_keeps_its_tree, |c: &Capsa, _img: &str| {
+    // The multi-layer fixture: files deleted and directories replaced by later layers
+    // (whiteouts, opaque directories), hard links, a set-gid file, owners 1000 and
+    // nobody. Its shifted copies must give the container exactly the image's tree.
+    if !auto_available(c, "layered_image_keeps_its_tree") {
+        return;
+    }
+    let reg = std::env::var("CAPSA_TEST_REGISTRY").unwrap();
+    let Ok(fixtures) = std::env::var("CAPSA_TEST_FIXTURES") else {
+        eprintln!("SKIP layered_image_keeps_its_tree: CAPSA_TEST_FIXTURES is not set");
+        return;
+    };
+    let Ok(expected) = std::fs::read_to_string(format!("{fixtures}/layers.expected")) else {
+        eprintln!("SKIP layered_image_keeps_its_tree: no {fixtures}/layers.expected");
+        return;
+    };
+    let image = format!("{reg}/layers:latest");
+    c.ok(&["pull", "-q", &image]);
+    let out = c.ok(&[
+        "run",
+        "--rm",
+        "--userns",
+        "auto",
+        "--network",
+        "none",
+        &image,
+        "busybox",
+        "sh",
+        "-c",
+        "cat /proc/self/uid_map; busybox find / -xdev -exec busybox stat -c '%n %a %u %g %i' {} +",
+    ]);
+    let mut lines = out.lines();
+    let map = normalize(lines.next().unwrap());
+    // nobody (65534) owns files in a layer: the estimate covers it.
+    assert!(
+        map[0].starts_with("0 ") && map[0].ends_with(" 65535"),
+        "{map:?}"
+    );
+    let runtime = [
+        "/dev",
+        "/proc",
+        "/sys",
+        "/run",
+        "/tmp",
+        "/etc/hosts",
+        "/etc/hostname",
+        "/etc/resolv.conf",
+    ];
+    let keep = |p: &str| {
+        p != "/"
+            && !runtime
+                .iter()
+                .any(|r| p == *r || p.starts_with(&format!("{r}/")))
+    };
+    let got: std::collections::BTreeMap<String, Vec<String>> = lines
+        .map(|l| l.split(' ').map(str::to_string).collect::<Vec<_>>())
+        .filter(|f| keep(&f[0]))
+        .map(|f| (f[0].clone(), f[1..].to_vec()))
+        .collect();
+    let mut want = std::collections::BTreeMap::new();
+    let mut links = Vec::new();
+    for l in expected.lines().filter(|l| !l.starts_with('#')) {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if !keep(f[0]) {
+            continue;
+        }
+        let mode = u32::from_str_radix(f[2], 8).unwrap();
+        want.insert(
+            f[0].to_string(),
+            (format!("{mode:o}"), f[3].to_string(), f[4].to_string()),
+        );
+        if f[1] == "hardlink" {
+            links.push((f[0].to_string(), f[5].to_string()));
+        }
+    }
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "the container sees exactly the image's final tree"
+    );
+    for (path, (mode, uid, gid)) in &want {
+        let g = &got[path];
+        if !g[0].is_empty() && mode != "777" {
+            assert_eq!(&g[0], mode, "mode of {path}");
+        }
+        assert_eq!((&g[1], &g[2]), (uid, gid), "owner of {path}");
+    }
+    assert!(!links.is_empty());
+    for (a, b) in links {
+        assert_eq!(got[&a][3], got[&b][3], "{a} and {b} share an inode");
+    }
+});

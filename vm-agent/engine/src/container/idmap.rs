@@ -489,7 +489,7 @@ pub fn prepare_create(
 
 /// containers/storage's estimate of the ids an image needs: one more than the largest
 /// owner of a file in its layers or id in its /etc/passwd and /etc/group (the `nobody`
-/// entries aside), at least [`MIN_AUTO_SIZE`]; a numeric `-u` counts too.
+/// entries of those files aside), at least [`MIN_AUTO_SIZE`]; a numeric `-u` counts too.
 fn estimate_size(
     engine: &Engine,
     img: &ImageRecord,
@@ -544,11 +544,9 @@ fn max_owner(dir: &Path) -> Result<u32, IdmapError> {
         for e in fs::read_dir(&d).map_err(io_at("reading", &d))? {
             let e = e.map_err(io_at("reading", &d))?;
             let m = e.metadata().map_err(io_at("reading", &e.path()))?;
-            for id in [m.uid(), m.gid()] {
-                if id != NOBODY {
-                    max = max.max(id);
-                }
-            }
+            // Files of `nobody` count (containers/storage counts every owner in a
+            // layer): a copy could not give them an owner otherwise.
+            max = max.max(m.uid()).max(m.gid());
             if m.is_dir() {
                 stack.push(e.path());
             }
