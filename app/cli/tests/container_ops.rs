@@ -577,9 +577,34 @@ both!(stats_reads_the_cgroup, |c: &Capsa, img: &str| {
     );
     let row = lines.next().unwrap();
     assert!(row.contains(" s ") && row.contains('%'), "{row}");
-    // Tried: json and a template.
-    let v: serde_json::Value =
-        serde_json::from_str(&c.ok(&["stats", "--no-stream", "--format", "json", "s"])).unwrap();
+    // Tried: json and a template. podman 4.3's keys, in its order, indented by one
+    // space (Go's MarshalIndent with " ").
+    let text = c.ok(&["stats", "--no-stream", "--format", "json", "s"]);
+    let keys: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("  \""))
+        .filter_map(|l| l.split_once("\": ").map(|(k, _)| k))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "id",
+            "name",
+            "cpu_time",
+            "cpu_percent",
+            "avg_cpu",
+            "mem_usage",
+            "mem_percent",
+            "net_io",
+            "block_io",
+            "pids"
+        ],
+        "{text}"
+    );
+    assert!(text.starts_with("[\n {\n  \"id\": \""), "{text}");
+    assert!(text.ends_with("\n }\n]\n"), "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v[0]["id"].as_str().unwrap().len(), 12);
     assert_eq!(v[0]["name"], "s");
     assert_eq!(v[0]["pids"], "1");
     assert!(v[0]["mem_usage"].as_str().unwrap().contains(" / "));
@@ -611,6 +636,19 @@ both!(stats_reads_the_cgroup, |c: &Capsa, img: &str| {
         "idle",
     ]);
     assert_eq!(out, "0B / 0B 0\n");
+    // Tried: --no-trunc in json: the full ID.
+    let v: serde_json::Value = serde_json::from_str(&c.ok(&[
+        "stats",
+        "--no-stream",
+        "--no-trunc",
+        "--format",
+        "json",
+        "idle",
+    ]))
+    .unwrap();
+    assert_eq!(v[0]["id"].as_str().unwrap().len(), 64);
+    assert_eq!(v[0]["cpu_time"], "0s");
+    assert_eq!(v[0]["mem_usage"], "0B / 0B");
     c.ok(&["rm", "-f", "-t", "0", "s"]);
 });
 
@@ -653,4 +691,41 @@ both!(prune_and_exists, |c: &Capsa, img: &str| {
     assert_eq!((code, out), (Some(0), format!("{done_id}\n")));
     assert_eq!(c.ok(&["ps", "-aq", "--no-trunc"]).trim(), keep.trim());
     c.ok(&["rm", "-f", "-t", "0", "up"]);
+});
+
+both!(ps_filters_before_and_since, |c: &Capsa, img: &str| {
+    for n in ["fa", "fb", "fc"] {
+        c.ok(&["create", "--name", n, img, "true"]);
+        // Created times must differ for the order to be defined.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let names = |filters: &[&str]| {
+        let mut args = vec!["ps", "-a", "--format", "{{.Names}}"];
+        for f in filters {
+            args.extend(["--filter", f]);
+        }
+        c.ok(&args)
+    };
+    // Tried against podman 4.3: newest first, the named container itself excluded.
+    assert_eq!(names(&["before=fb"]), "fa\n");
+    assert_eq!(names(&["before=fc"]), "fb\nfa\n");
+    assert_eq!(names(&["since=fb"]), "fc\n");
+    assert_eq!(names(&["since=fa"]), "fc\nfb\n");
+    // By ID prefix, and combined (each filter narrows the list).
+    let id = inspect(c, "fb")["Id"].as_str().unwrap().to_string();
+    assert_eq!(names(&[&format!("since={}", &id[..8])]), "fc\n");
+    assert_eq!(names(&["since=fa", "before=fc"]), "fb\n");
+    assert_eq!(names(&["before=fb", "before=fc"]), "fa\n");
+    assert_eq!(names(&["since=fc"]), "");
+    // Without -a only running containers are candidates.
+    assert_eq!(
+        c.ok(&["ps", "--filter", "since=fa", "--format", "{{.Names}}"]),
+        ""
+    );
+    // An unknown container: podman's error and exit code, even with nothing to list.
+    let err = c.fails(&["ps", "-a", "--filter", "before=nosuch"], 125);
+    assert!(
+        err.contains("no container with name or ID \"nosuch\" found"),
+        "{err}"
+    );
 });

@@ -924,7 +924,12 @@ fn unix(t: &Option<String>) -> i64 {
         .unwrap_or(-62135596800)
 }
 
-fn matches_filter(rec: &ContainerRecord, f: &str) -> Result<bool> {
+/// `reference`: the container a `before=`/`since=` filter names.
+fn matches_filter(
+    rec: &ContainerRecord,
+    f: &str,
+    reference: Option<&ContainerRecord>,
+) -> Result<bool> {
     let (k, v) = f
         .split_once('=')
         .ok_or_else(|| anyhow!("invalid filter {f:?}: use KEY=VALUE"))?;
@@ -942,9 +947,16 @@ fn matches_filter(rec: &ContainerRecord, f: &str) -> Result<bool> {
         },
         "ancestor" => rec.image_name.contains(v) || rec.image_id.starts_with(v),
         "before" | "since" => {
-            bail!("the {k} filter is not supported yet")
+            let created = |c: &ContainerRecord| output::parse_time(&c.created);
+            match (created(rec), reference.and_then(created)) {
+                (Some(ours), Some(theirs)) if k == "before" => ours < theirs,
+                (Some(ours), Some(theirs)) => ours > theirs,
+                _ => false,
+            }
         }
-        _ => bail!("invalid filter {k:?}: use id, name, status, exited, label or ancestor"),
+        _ => bail!(
+            "invalid filter {k:?}: use id, name, status, exited, label, ancestor, before or since"
+        ),
     })
 }
 
@@ -955,9 +967,15 @@ pub fn ps(engine: &Engine, a: PsArgs) -> Result<()> {
         list.retain(|c| matches!(c.status, Status::Running | Status::Paused));
     }
     for f in &a.filter {
+        // Podman looks the named container up first: an unknown one is an error even
+        // when nothing would be listed.
+        let reference = match f.split_once('=') {
+            Some(("before" | "since", v)) => Some(engine.container(v).map_err(container_err)?),
+            _ => None,
+        };
         let mut keep = Vec::new();
         for c in list {
-            if matches_filter(&c, f)? {
+            if matches_filter(&c, f, reference.as_ref())? {
                 keep.push(c);
             }
         }

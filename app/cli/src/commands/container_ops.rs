@@ -666,8 +666,37 @@ fn percent(p: f64) -> String {
     format!("{p:.2}%")
 }
 
+/// `stats --format json`: podman 4.3's document. A struct, not a `json!` map, because
+/// the keys must come in podman's order (serde_json's maps sort them).
+#[derive(Debug, serde::Serialize)]
+struct StatsDoc {
+    id: String,
+    name: String,
+    cpu_time: String,
+    cpu_percent: String,
+    avg_cpu: String,
+    mem_usage: String,
+    mem_percent: String,
+    net_io: String,
+    block_io: String,
+    pids: String,
+}
+
+/// The documents as podman prints them (Go's `json.MarshalIndent` with a one-space
+/// indent).
+fn stats_json(docs: &[StatsDoc]) -> Result<String> {
+    let mut out = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(
+        &mut out,
+        serde_json::ser::PrettyFormatter::with_indent(b" "),
+    );
+    serde::Serialize::serialize(docs, &mut ser)?;
+    out.push(b'\n');
+    Ok(String::from_utf8(out)?)
+}
+
 /// One row of `stats`: the template fields podman offers, and its JSON document.
-fn stats_row(s: &ContainerStats, cpu_pct: f64, no_trunc: bool) -> (Value, Value) {
+fn stats_row(s: &ContainerStats, cpu_pct: f64, no_trunc: bool) -> (Value, StatsDoc) {
     let avg = if s.uptime_nanos > 0 {
         s.cpu_nanos as f64 / s.uptime_nanos as f64 * 100.0
     } else {
@@ -711,18 +740,18 @@ fn stats_row(s: &ContainerStats, cpu_pct: f64, no_trunc: bool) -> (Value, Value)
         "UpTime": cpu_time,
         "Duration": s.cpu_nanos,
     });
-    let doc = json!({
-        "id": id,
-        "name": s.name,
-        "cpu_time": cpu_time,
-        "cpu_percent": percent(cpu_pct),
-        "avg_cpu": percent(avg),
-        "mem_usage": mem,
-        "mem_percent": percent(mem_pct),
-        "net_io": net,
-        "block_io": block,
-        "pids": s.pids.to_string(),
-    });
+    let doc = StatsDoc {
+        id,
+        name: s.name.clone(),
+        cpu_time,
+        cpu_percent: percent(cpu_pct),
+        avg_cpu: percent(avg),
+        mem_usage: mem,
+        mem_percent: percent(mem_pct),
+        net_io: net,
+        block_io: block,
+        pids: s.pids.to_string(),
+    };
     (row, doc)
 }
 
@@ -763,7 +792,7 @@ fn stats_columns() -> Vec<Column> {
 
 /// Renders one report: the default table, JSON, or a template (a `table` template gets
 /// podman's stats headers).
-fn render_stats(format: &Option<String>, rows: &[Value], docs: &[Value]) -> Result<String> {
+fn render_stats(format: &Option<String>, rows: &[Value], docs: &[StatsDoc]) -> Result<String> {
     let fmt = Format::parse(
         format
             .as_deref()
@@ -771,7 +800,7 @@ fn render_stats(format: &Option<String>, rows: &[Value], docs: &[Value]) -> Resu
         stats_columns(),
     );
     match fmt {
-        Format::Json => Ok(serde_json::to_string_pretty(docs)? + "\n"),
+        Format::Json => stats_json(docs),
         Format::Table(cols) => {
             let mut tw = TabWriter::podman();
             let h: Vec<&str> = cols.iter().map(|c| c.header).collect();
@@ -934,6 +963,42 @@ mod tests {
                 "85/udp -> 127.0.0.1:18085",
             ]
         );
+    }
+
+    #[test]
+    fn stats_json_as_podman_prints_it() {
+        let doc = |id: &str| StatsDoc {
+            id: id.into(),
+            name: "web".into(),
+            cpu_time: "14.925084ms".into(),
+            cpu_percent: "0.04%".into(),
+            avg_cpu: "0.04%".into(),
+            mem_usage: "274.4kB / 25.28GB".into(),
+            mem_percent: "0.00%".into(),
+            net_io: "726B / 1.586kB".into(),
+            block_io: "0B / 0B".into(),
+            pids: "1".into(),
+        };
+        // podman 4.3.1's output for the same numbers, byte for byte.
+        assert_eq!(
+            stats_json(&[doc("b22f482176a2")]).unwrap(),
+            r#"[
+ {
+  "id": "b22f482176a2",
+  "name": "web",
+  "cpu_time": "14.925084ms",
+  "cpu_percent": "0.04%",
+  "avg_cpu": "0.04%",
+  "mem_usage": "274.4kB / 25.28GB",
+  "mem_percent": "0.00%",
+  "net_io": "726B / 1.586kB",
+  "block_io": "0B / 0B",
+  "pids": "1"
+ }
+]
+"#
+        );
+        assert_eq!(stats_json(&[]).unwrap(), "[]\n");
     }
 
     #[test]
