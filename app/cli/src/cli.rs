@@ -59,50 +59,10 @@ pub struct AuthArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run a command in a new container
-    Run(RunArgs),
-    /// Create but do not start a container
-    Create(CreateArgs),
-    /// Start one or more containers
-    Start(StartArgs),
-    /// Stop one or more containers
-    Stop(StopArgs),
-    /// Kill one or more running containers with a specific signal
-    Kill(KillArgs),
-    /// Remove one or more containers
-    Rm(RmArgs),
+    #[command(flatten)]
+    Shared(SharedContainerCommand),
     /// List containers
     Ps(PsArgs),
-    /// Block on one or more containers
-    Wait(WaitArgs),
-    /// Run a process in a running container
-    Exec(ExecArgs),
-    /// Fetch the logs of one or more containers
-    Logs(crate::commands::container_ops::LogsArgs),
-    /// Attach to a running container
-    Attach(crate::commands::container_ops::AttachArgs),
-    /// Restart one or more containers
-    Restart(crate::commands::container_ops::RestartArgs),
-    /// Display the running processes of a container
-    Top(crate::commands::container_ops::TopArgs),
-    /// List port mappings or a specific mapping for the container
-    Port(crate::commands::container_ops::PortArgs),
-    /// Rename an existing container
-    Rename(crate::commands::container_ops::RenameArgs),
-    /// Pause all the processes in one or more containers
-    Pause(crate::commands::container_ops::PauseArgs),
-    /// Unpause the processes in one or more containers
-    Unpause(crate::commands::container_ops::PauseArgs),
-    /// Display a live stream of container resource usage statistics
-    Stats(crate::commands::container_ops::StatsArgs),
-    /// Copy files/folders between a container and the local filesystem
-    Cp(crate::commands::container_fs::CpArgs),
-    /// Inspect changes to the container's file system
-    Diff(crate::commands::container_fs::DiffArgs),
-    /// Export a container's filesystem contents as a tar archive
-    Export(crate::commands::container_fs::ExportArgs),
-    /// Create new image based on the changed container
-    Commit(crate::commands::container_fs::CommitArgs),
     /// Manage containers
     #[command(subcommand)]
     Container(ContainerCommand),
@@ -146,6 +106,54 @@ pub enum Command {
     Version,
 }
 
+/// The container commands Podman offers both at the top level and under `container`
+/// (`capsa run` is `capsa container run`), defined once and flattened into both.
+#[derive(Subcommand, Debug)]
+pub enum SharedContainerCommand {
+    /// Run a command in a new container
+    Run(RunArgs),
+    /// Create but do not start a container
+    Create(CreateArgs),
+    /// Start one or more containers
+    Start(StartArgs),
+    /// Stop one or more containers
+    Stop(StopArgs),
+    /// Kill one or more running containers with a specific signal
+    Kill(KillArgs),
+    /// Remove one or more containers
+    Rm(RmArgs),
+    /// Block on one or more containers
+    Wait(WaitArgs),
+    /// Run a process in a running container
+    Exec(ExecArgs),
+    /// Fetch the logs of one or more containers
+    Logs(crate::commands::container_ops::LogsArgs),
+    /// Attach to a running container
+    Attach(crate::commands::container_ops::AttachArgs),
+    /// Restart one or more containers
+    Restart(crate::commands::container_ops::RestartArgs),
+    /// Display the running processes of a container
+    Top(crate::commands::container_ops::TopArgs),
+    /// List port mappings or a specific mapping for the container
+    Port(crate::commands::container_ops::PortArgs),
+    /// Rename an existing container
+    Rename(crate::commands::container_ops::RenameArgs),
+    /// Pause all the processes in one or more containers
+    Pause(crate::commands::container_ops::PauseArgs),
+    /// Unpause the processes in one or more containers
+    Unpause(crate::commands::container_ops::PauseArgs),
+    /// Display a live stream of container resource usage statistics
+    Stats(crate::commands::container_ops::StatsArgs),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(crate::commands::container_fs::CpArgs),
+    /// Inspect changes to the container's file system
+    Diff(crate::commands::container_fs::DiffArgs),
+    /// Export a container's filesystem contents as a tar archive
+    Export(crate::commands::container_fs::ExportArgs),
+    /// Create new image based on the changed container
+    Commit(crate::commands::container_fs::CommitArgs),
+}
+
 #[derive(Subcommand, Debug)]
 pub enum ImageCommand {
     /// Pull an image from a registry
@@ -179,51 +187,11 @@ pub enum ImageCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum ContainerCommand {
-    /// Run a command in a new container
-    Run(RunArgs),
-    /// Create but do not start a container
-    Create(CreateArgs),
-    /// Start one or more containers
-    Start(StartArgs),
-    /// Stop one or more containers
-    Stop(StopArgs),
-    /// Kill one or more running containers with a specific signal
-    Kill(KillArgs),
-    /// Remove one or more containers
-    Rm(RmArgs),
+    #[command(flatten)]
+    Shared(SharedContainerCommand),
     /// List containers
     #[command(visible_aliases = ["ls", "list"])]
     Ps(PsArgs),
-    /// Block on one or more containers
-    Wait(WaitArgs),
-    /// Run a process in a running container
-    Exec(ExecArgs),
-    /// Fetch the logs of one or more containers
-    Logs(crate::commands::container_ops::LogsArgs),
-    /// Attach to a running container
-    Attach(crate::commands::container_ops::AttachArgs),
-    /// Restart one or more containers
-    Restart(crate::commands::container_ops::RestartArgs),
-    /// Display the running processes of a container
-    Top(crate::commands::container_ops::TopArgs),
-    /// List port mappings or a specific mapping for the container
-    Port(crate::commands::container_ops::PortArgs),
-    /// Rename an existing container
-    Rename(crate::commands::container_ops::RenameArgs),
-    /// Pause all the processes in one or more containers
-    Pause(crate::commands::container_ops::PauseArgs),
-    /// Unpause the processes in one or more containers
-    Unpause(crate::commands::container_ops::PauseArgs),
-    /// Display a live stream of container resource usage statistics
-    Stats(crate::commands::container_ops::StatsArgs),
-    /// Copy files/folders between a container and the local filesystem
-    Cp(crate::commands::container_fs::CpArgs),
-    /// Inspect changes to the container's file system
-    Diff(crate::commands::container_fs::DiffArgs),
-    /// Export a container's filesystem contents as a tar archive
-    Export(crate::commands::container_fs::ExportArgs),
-    /// Create new image based on the changed container
-    Commit(crate::commands::container_fs::CommitArgs),
     /// Display the configuration of a container
     Inspect(ObjectInspectArgs),
     /// Remove all stopped containers
@@ -492,12 +460,76 @@ mod tests {
             "capsa", "run", "--rm", "-h", "box", "img", "ls", "-l", "--rm",
         ])
         .unwrap();
-        let Command::Run(a) = cli.command else {
+        let Command::Shared(SharedContainerCommand::Run(a)) = cli.command else {
             panic!("not run")
         };
         assert!(a.create.rm);
         assert_eq!(a.create.hostname.as_deref(), Some("box"));
         assert_eq!(a.create.image, "img");
         assert_eq!(a.create.command, ["ls", "-l", "--rm"]);
+    }
+
+    /// One definition serves `capsa X` and `capsa container X`; `ps` keeps its `ls`
+    /// and `list` aliases under `container` only, as in Podman.
+    #[test]
+    fn container_commands_at_both_levels() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["capsa"], args].concat());
+        for (top, nested) in [
+            (
+                vec!["stop", "-t", "3", "web"],
+                vec!["container", "stop", "-t", "3", "web"],
+            ),
+            (
+                vec!["commit", "-s", "web"],
+                vec!["container", "commit", "-s", "web"],
+            ),
+            (
+                vec!["cp", "web:/a", "/b"],
+                vec!["container", "cp", "web:/a", "/b"],
+            ),
+        ] {
+            let Command::Shared(a) = parse(&top).unwrap().command else {
+                panic!("{top:?}: not a container command")
+            };
+            let Command::Container(ContainerCommand::Shared(b)) = parse(&nested).unwrap().command
+            else {
+                panic!("{nested:?}: not a container command")
+            };
+            assert_eq!(format!("{a:?}"), format!("{b:?}"));
+        }
+        for ps in [
+            &["ps", "-a"][..],
+            &["container", "ps", "-a"],
+            &["container", "ls", "-a"],
+        ] {
+            let cmd = parse(ps).unwrap().command;
+            assert!(
+                matches!(
+                    cmd,
+                    Command::Ps(_) | Command::Container(ContainerCommand::Ps(_))
+                ),
+                "{ps:?}"
+            );
+        }
+        assert!(parse(&["ls"]).is_err());
+        // Both help texts list the shared commands.
+        let mut cli = Cli::command();
+        let top = cli.render_help().to_string();
+        let nested = cli
+            .find_subcommand_mut("container")
+            .unwrap()
+            .render_help()
+            .to_string();
+        for help in [&top, &nested] {
+            for name in ["run", "exec", "commit", "stats", "ps"] {
+                assert!(
+                    help.lines()
+                        .any(|l| l.trim_start().starts_with(&format!("{name} "))),
+                    "{name} missing from\n{help}"
+                );
+            }
+        }
+        assert!(nested.contains("[aliases: ls, list]"), "{nested}");
+        assert!(!top.contains("cleanup"), "{top}");
     }
 }

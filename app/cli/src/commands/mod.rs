@@ -16,7 +16,7 @@ use anyhow::Result;
 use capsa_engine::store::{Driver, StoreOptions};
 use capsa_engine::{Engine, EngineOptions, userns};
 
-use crate::cli::{Cli, Command, ContainerCommand, Global, ImageCommand};
+use crate::cli::{Cli, Command, ContainerCommand, Global, ImageCommand, SharedContainerCommand};
 
 /// An error with a specific exit code (Podman's: 1 for "no such image" in rmi, …).
 #[derive(Debug)]
@@ -76,76 +76,46 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Image(ImageCommand::Prune(a)) => image::prune(&open(&g)?, a),
         Command::Image(ImageCommand::Exists(a)) => image::exists(&open(&g)?, a),
-        Command::Run(a) | Command::Container(ContainerCommand::Run(a)) => {
-            container::run(&open(&g)?, a).await
-        }
-        Command::Create(a) | Command::Container(ContainerCommand::Create(a)) => {
-            container::create(&open(&g)?, a).await
-        }
-        Command::Start(a) | Command::Container(ContainerCommand::Start(a)) => {
-            container::start(&open(&g)?, a).await
-        }
-        Command::Stop(a) | Command::Container(ContainerCommand::Stop(a)) => {
-            container::stop(&open(&g)?, a)
-        }
-        Command::Kill(a) | Command::Container(ContainerCommand::Kill(a)) => {
-            container::kill(&open(&g)?, a)
-        }
-        Command::Rm(a) | Command::Container(ContainerCommand::Rm(a)) => {
-            container::rm(&open(&g)?, a)
-        }
+        Command::Shared(c) => shared(&g, c, false).await,
+        Command::Container(ContainerCommand::Shared(c)) => shared(&g, c, true).await,
         Command::Ps(a) | Command::Container(ContainerCommand::Ps(a)) => {
             container::ps(&open(&g)?, a)
-        }
-        Command::Wait(a) | Command::Container(ContainerCommand::Wait(a)) => {
-            container::wait(&open(&g)?, a)
-        }
-        Command::Exec(a) | Command::Container(ContainerCommand::Exec(a)) => {
-            container::exec(&open(&g)?, a)
-        }
-        Command::Cp(a) | Command::Container(ContainerCommand::Cp(a)) => {
-            container_fs::cp(&open(&g)?, a)
-        }
-        Command::Diff(a) => container_fs::diff(&open(&g)?, a, false),
-        Command::Container(ContainerCommand::Diff(a)) => container_fs::diff(&open(&g)?, a, true),
-        Command::Export(a) | Command::Container(ContainerCommand::Export(a)) => {
-            container_fs::export(&open(&g)?, a)
-        }
-        Command::Commit(a) | Command::Container(ContainerCommand::Commit(a)) => {
-            container_fs::commit(&open(&g)?, a)
-        }
-        Command::Logs(a) | Command::Container(ContainerCommand::Logs(a)) => {
-            container_ops::logs(&open(&g)?, a)
-        }
-        Command::Attach(a) | Command::Container(ContainerCommand::Attach(a)) => {
-            container_ops::attach(&open(&g)?, a).await
-        }
-        Command::Restart(a) | Command::Container(ContainerCommand::Restart(a)) => {
-            container_ops::restart(&open(&g)?, a)
-        }
-        Command::Top(a) | Command::Container(ContainerCommand::Top(a)) => {
-            container_ops::top(&open(&g)?, a)
-        }
-        Command::Port(a) | Command::Container(ContainerCommand::Port(a)) => {
-            container_ops::port(&open(&g)?, a)
-        }
-        Command::Rename(a) | Command::Container(ContainerCommand::Rename(a)) => {
-            container_ops::rename(&open(&g)?, a)
-        }
-        Command::Pause(a) | Command::Container(ContainerCommand::Pause(a)) => {
-            container_ops::pause(&open(&g)?, a)
-        }
-        Command::Unpause(a) | Command::Container(ContainerCommand::Unpause(a)) => {
-            container_ops::unpause(&open(&g)?, a)
-        }
-        Command::Stats(a) | Command::Container(ContainerCommand::Stats(a)) => {
-            container_ops::stats(&open(&g)?, a)
         }
         Command::Container(ContainerCommand::Prune(a)) => container_ops::prune(&open(&g)?, a),
         Command::Container(ContainerCommand::Exists(a)) => container_ops::exists(&open(&g)?, a),
         Command::Volume(c) => volume::run(&open(&g)?, c),
         Command::Generate(c) => generate::run(&open(&g)?, &g, c),
         Command::Container(ContainerCommand::Cleanup(a)) => container::cleanup(&open(&g)?, a),
+    }
+}
+
+/// The container commands of both levels; `under_container` tells `container diff`
+/// (containers only) from `diff`.
+async fn shared(g: &Global, c: SharedContainerCommand, under_container: bool) -> Result<()> {
+    use SharedContainerCommand as C;
+    let e = open(g)?;
+    match c {
+        C::Run(a) => container::run(&e, a).await,
+        C::Create(a) => container::create(&e, a).await,
+        C::Start(a) => container::start(&e, a).await,
+        C::Stop(a) => container::stop(&e, a),
+        C::Kill(a) => container::kill(&e, a),
+        C::Rm(a) => container::rm(&e, a),
+        C::Wait(a) => container::wait(&e, a),
+        C::Exec(a) => container::exec(&e, a),
+        C::Cp(a) => container_fs::cp(&e, a),
+        C::Diff(a) => container_fs::diff(&e, a, under_container),
+        C::Export(a) => container_fs::export(&e, a),
+        C::Commit(a) => container_fs::commit(&e, a),
+        C::Logs(a) => container_ops::logs(&e, a),
+        C::Attach(a) => container_ops::attach(&e, a).await,
+        C::Restart(a) => container_ops::restart(&e, a),
+        C::Top(a) => container_ops::top(&e, a),
+        C::Port(a) => container_ops::port(&e, a),
+        C::Rename(a) => container_ops::rename(&e, a),
+        C::Pause(a) => container_ops::pause(&e, a),
+        C::Unpause(a) => container_ops::unpause(&e, a),
+        C::Stats(a) => container_ops::stats(&e, a),
     }
 }
 
