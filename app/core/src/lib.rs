@@ -2,7 +2,20 @@
 //! host↔guest transports, port and socket forwarding, and the remote engine that speaks
 //! the protocol of `capsa-proto`. It owns nothing about images or containers themselves:
 //! those are the engine's (`capsa-engine`).
-
-pub mod transport;
+//!
+//! Machines (docs/machines.md, docs/internals.md "Machines"): [`machine`] keeps one
+//! folder per machine; [`driver`] is the small interface every hypervisor backend
+//! implements, with its capabilities as data; [`qemu`] and (macOS) `vz` are the
+//! backends; [`accel`] probes which accelerator actually runs guests.
 
 pub use capsa_proto::PROTOCOL_VERSION;
+
+pub mod accel;
+pub mod driver;
+pub mod machine;
+pub mod qemu;
+#[cfg(unix)]
+pub mod qmp;
+#[cfg(unix)]
+pub mod process;
+pub mod transport;
