@@ -693,3 +693,229 @@ both!(slow_reader_loses_nothing, |c: &Capsa, img: &str| {
     assert!(out.ends_with(b"\nEND\n"));
     assert_eq!(status.code(), Some(4));
 });
+
+/// The words of `id -G` in a container run with `args`.
+fn groups(c: &Capsa, img: &str, args: &[&str]) -> Vec<String> {
+    let mut all = vec!["run", "--rm"];
+    all.extend(args);
+    all.extend([img, "id", "-G"]);
+    c.ok(&all).split_whitespace().map(str::to_string).collect()
+}
+
+both!(run_limits_sysctls_shm_and_groups, |c: &Capsa, img: &str| {
+    // Tried against podman 4.3: --ulimit (soft:hard, one value for both).
+    let out = c.ok(&[
+        "run",
+        "--rm",
+        "--ulimit",
+        "nofile=512:1024",
+        img,
+        "sh",
+        "-c",
+        "ulimit -n; ulimit -Hn",
+    ]);
+    assert_eq!(out, "512\n1024\n");
+    let out = c.ok(&[
+        "run",
+        "--rm",
+        "--ulimit",
+        "nofile=256",
+        img,
+        "sh",
+        "-c",
+        "ulimit -Hn",
+    ]);
+    assert_eq!(out, "256\n");
+    // exec gets the container's limits too.
+    c.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "lim",
+        "--ulimit",
+        "nofile=300:400",
+        img,
+        "sleep",
+        "1000",
+    ]);
+    assert_eq!(c.ok(&["exec", "lim", "sh", "-c", "ulimit -n"]), "300\n");
+    c.ok(&["rm", "-f", "-t", "0", "lim"]);
+    let err = c.fails(&["create", "--ulimit", "nofile=abc", img], 125);
+    assert!(
+        err.contains("ulimit option \"nofile=abc\" requires name=SOFT:HARD"),
+        "{err}"
+    );
+    let err = c.fails(&["create", "--ulimit", "bogus=1", img], 125);
+    assert!(err.contains("invalid ulimit type: bogus"), "{err}");
+    // --sysctl: namespaced ones only, set in the container's own namespaces.
+    let out = c.ok(&[
+        "run",
+        "--rm",
+        "--sysctl",
+        "kernel.msgmax=8192",
+        "--sysctl",
+        "net.ipv4.ip_forward=1",
+        img,
+        "cat",
+        "/proc/sys/kernel/msgmax",
+        "/proc/sys/net/ipv4/ip_forward",
+    ]);
+    assert_eq!(out, "8192\n1\n");
+    let err = c.fails(&["create", "--sysctl", "vm.swappiness=1", img], 125);
+    assert!(
+        err.contains("sysctl 'vm.swappiness' is not allowed"),
+        "{err}"
+    );
+    let err = c.fails(
+        &[
+            "create",
+            "--network",
+            "host",
+            "--sysctl",
+            "net.ipv4.ip_forward=1",
+            img,
+        ],
+        125,
+    );
+    assert!(
+        err.contains("can't be set since Network Namespace set to host"),
+        "{err}"
+    );
+    // --shm-size: the size of /dev/shm (podman's default 64 MiB otherwise).
+    let shm = |args: &[&str]| {
+        let mut all = vec!["run", "--rm"];
+        all.extend(args);
+        all.extend([img, "sh", "-c", "grep ' /dev/shm ' /proc/self/mountinfo"]);
+        c.ok(&all)
+    };
+    assert!(shm(&["--shm-size", "1m"]).contains("size=1024k"));
+    assert!(shm(&[]).contains("size=65536k"));
+    let err = c.fails(&["create", "--shm-size", "abc", img], 125);
+    assert!(err.contains("invalid --shm-size"), "{err}");
+    // --group-add: ids and the container's group names; unknown names fail at start
+    // (podman: "unable to find group nosuch: no matching entries in group file").
+    let g = groups(c, img, &["--group-add", "10", "--group-add", "nobody"]);
+    for want in ["0", "10", "65534"] {
+        assert!(g.contains(&want.to_string()), "{want} not in {g:?}");
+    }
+    let out = c.run(&["run", "--rm", "--group-add", "nosuch", img, "true"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("unable to find group nosuch: no matching entries in group file"),
+        "{}",
+        stderr(&out)
+    );
+});
+
+both!(
+    run_namespaces_timezone_env_and_labels,
+    |c: &Capsa, img: &str| {
+        // --pid=host: the host's processes, pid 1 included.
+        let host_init = std::fs::read("/proc/1/cmdline").unwrap();
+        let out = c
+            .cmd(&[
+                "run",
+                "--rm",
+                "--pid",
+                "host",
+                img,
+                "cat",
+                "/proc/1/cmdline",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(out.stdout, host_init);
+        let out = c
+            .cmd(&["run", "--rm", img, "cat", "/proc/1/cmdline"])
+            .output()
+            .unwrap();
+        assert_eq!(out.stdout, b"cat\0/proc/1/cmdline\0");
+        // --ipc=host: the host's IPC namespace (busybox has no readlink: ls -l shows it).
+        let ipc_of = |args: &[&str]| {
+            let mut all = vec!["run", "--rm"];
+            all.extend(args);
+            all.extend([img, "ls", "-l", "/proc/self/ns/ipc"]);
+            c.ok(&all)
+        };
+        let host_ipc = std::fs::read_link("/proc/self/ns/ipc").unwrap();
+        let host_ipc = host_ipc.to_str().unwrap();
+        let out = ipc_of(&["--ipc", "host"]);
+        assert!(out.trim_end().ends_with(&format!("-> {host_ipc}")), "{out}");
+        let out = ipc_of(&[]);
+        assert!(!out.contains(host_ipc), "{out}");
+        // --uts=host: the host's name; a --hostname with it is podman's error.
+        let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        assert_eq!(
+            c.ok(&["run", "--rm", "--uts", "host", img, "hostname"]),
+            host_name
+        );
+        let err = c.fails(&["create", "--uts", "host", "--hostname", "x", img], 125);
+        assert!(
+            err.contains("cannot set hostname when running in the host UTS namespace"),
+            "{err}"
+        );
+        let err = c.fails(&["create", "--pid", "bogus", img], 125);
+        assert!(
+            err.contains("unrecognized namespace mode bogus passed"),
+            "{err}"
+        );
+        // --tz: the zone's file at /etc/localtime (podman sets no TZ variable).
+        if std::path::Path::new("/usr/share/zoneinfo/Asia/Tokyo").is_file() {
+            let out = c.ok(&[
+                "run",
+                "--rm",
+                "--tz",
+                "Asia/Tokyo",
+                img,
+                "sh",
+                "-c",
+                "date +%Z; echo \"TZ=$TZ\"",
+            ]);
+            assert_eq!(out, "JST\nTZ=\n");
+        } else {
+            eprintln!("SKIP --tz: /usr/share/zoneinfo/Asia/Tokyo is missing (tzdata)");
+        }
+        let err = c.fails(&["create", "--tz", "Nope/Where", img], 125);
+        assert!(
+            err.contains("stat /usr/share/zoneinfo/Nope/Where: no such file or directory"),
+            "{err}"
+        );
+        // --env-host: the caller's variables, under -e.
+        let out = c
+            .cmd(&[
+                "run",
+                "--rm",
+                "--env-host",
+                "-e",
+                "OVER=flag",
+                img,
+                "sh",
+                "-c",
+                "echo $FROM_HOST $OVER",
+            ])
+            .env("FROM_HOST", "yes")
+            .env("OVER", "host")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(stdout(&out), "yes flag\n");
+        // --label-file, with --label winning.
+        let f = c.path().join("labels");
+        std::fs::write(&f, "# comment\na=from-file\n\nb=2\n").unwrap();
+        c.ok(&[
+            "create",
+            "--name",
+            "lab",
+            "--label-file",
+            f.to_str().unwrap(),
+            "--label",
+            "a=flag",
+            img,
+            "true",
+        ]);
+        let labels = &inspect(c, "lab")["Config"]["Labels"];
+        assert_eq!(labels["a"], "flag", "{labels}");
+        assert_eq!(labels["b"], "2", "{labels}");
+    }
+);

@@ -152,6 +152,36 @@ pub struct CreateArgs {
     /// Add an annotation to the container (key=value)
     #[arg(long)]
     pub annotation: Vec<String>,
+    /// Use all current host environment variables in the container
+    #[arg(long)]
+    pub env_host: bool,
+    /// Read in a line delimited file of labels
+    #[arg(long, value_name = "FILE")]
+    pub label_file: Vec<PathBuf>,
+    /// Ulimit options (TYPE=SOFT[:HARD], -1 for unlimited)
+    #[arg(long, value_name = "TYPE=SOFT[:HARD]")]
+    pub ulimit: Vec<String>,
+    /// Sysctl options (net.*, fs.mqueue.*, kernel.msg*, kernel.sem, kernel.shm*)
+    #[arg(long, value_delimiter = ',', value_name = "KEY=VALUE")]
+    pub sysctl: Vec<String>,
+    /// Size of /dev/shm (format: <number>[<unit>], where unit = b, k, m or g)
+    #[arg(long)]
+    pub shm_size: Option<String>,
+    /// Add additional groups to join (names or ids)
+    #[arg(long)]
+    pub group_add: Vec<String>,
+    /// Set timezone in container (local, or a zoneinfo name such as Europe/Paris)
+    #[arg(long)]
+    pub tz: Option<String>,
+    /// PID namespace to use: private or host
+    #[arg(long)]
+    pub pid: Option<String>,
+    /// IPC namespace to use: private, shareable or host
+    #[arg(long)]
+    pub ipc: Option<String>,
+    /// UTS namespace to use: private or host
+    #[arg(long)]
+    pub uts: Option<String>,
     /// Use TLS when pulling the image (see `pull --tls-verify`)
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
     pub tls_verify: Option<bool>,
@@ -398,6 +428,9 @@ fn parse_labels(items: &[String]) -> BTreeMap<String, String> {
 fn build_config(a: &CreateArgs) -> Result<ContainerConfig> {
     let mut c = ContainerConfig::default();
     let mut env = Vec::new();
+    if a.env_host {
+        env.extend(std::env::vars().map(|(k, v)| format!("{k}={v}")));
+    }
     for f in &a.env_file {
         env.extend(parse_env_file(f)?);
     }
@@ -513,6 +546,7 @@ fn build_config(a: &CreateArgs) -> Result<ContainerConfig> {
     c.sdnotify = a.sdnotify.clone();
     c.preserve_fds = a.preserve_fds;
     c.annotations = parse_labels(&a.annotation);
+    run_options(a, &mut c)?;
     if !matches!(a.pull.as_str(), "always" | "missing" | "never" | "newer") {
         bail!(
             "invalid --pull {:?}: use always, missing, never or newer",
@@ -520,6 +554,59 @@ fn build_config(a: &CreateArgs) -> Result<ContainerConfig> {
         );
     }
     Ok(c)
+}
+
+/// `--ulimit`, `--sysctl`, `--shm-size`, `--group-add`, `--tz`, `--pid`, `--ipc`,
+/// `--uts`, checked now as Podman checks them at create.
+fn run_options(a: &CreateArgs, c: &mut ContainerConfig) -> Result<()> {
+    use capsa_engine::container::options as opts;
+    for u in &a.ulimit {
+        let (kind, soft, hard) = opts::parse_ulimit(u)?;
+        c.ulimits.retain(|(k, _, _)| *k != kind);
+        c.ulimits.push((kind, soft, hard));
+    }
+    c.pid_ns = opts::parse_namespace("pid", a.pid.as_deref().unwrap_or_default())?;
+    c.ipc_ns = opts::parse_namespace("ipc", a.ipc.as_deref().unwrap_or_default())?;
+    c.uts_ns = opts::parse_namespace("uts", a.uts.as_deref().unwrap_or_default())?;
+    if c.uts_ns == "host" && a.hostname.is_some() {
+        return Err(opts::OptionsError::HostnameWithHostUts.into());
+    }
+    let host_net = c.network == "host";
+    for s in &a.sysctl {
+        let (k, v) = opts::parse_sysctl(s, host_net, c.ipc_ns == "host")?;
+        c.sysctls.insert(k, v);
+    }
+    c.shm_size = a
+        .shm_size
+        .as_deref()
+        .map(|s| parse_size(s).with_context(|| format!("invalid --shm-size {s:?}")))
+        .transpose()?;
+    if c.shm_size == Some(0) {
+        bail!("invalid --shm-size \"0\": must be greater than 0");
+    }
+    c.group_add = a.group_add.clone();
+    if let Some(tz) = &a.tz {
+        opts::timezone_file(tz)?;
+        c.timezone = tz.clone();
+    }
+    Ok(())
+}
+
+/// `--label-file` (one `KEY=VALUE` a line; `#` comments), then `--label`, which wins.
+fn labels_of(a: &CreateArgs) -> Result<BTreeMap<String, String>> {
+    let mut items = Vec::new();
+    for f in &a.label_file {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("reading --label-file {}", f.display()))?;
+        items.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string),
+        );
+    }
+    items.extend(a.label.iter().cloned());
+    Ok(parse_labels(&items))
 }
 
 /// `TERM`, `15`, `SIGTERM` → `SIGTERM`.
@@ -601,7 +688,7 @@ pub async fn create_from(engine: &Engine, a: &CreateArgs) -> Result<ContainerRec
         image,
         entrypoint,
         command: a.command.clone(),
-        labels: parse_labels(&a.label),
+        labels: labels_of(a)?,
         config,
     })?;
     if let Some(f) = &a.cidfile {

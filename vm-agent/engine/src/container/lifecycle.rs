@@ -644,6 +644,7 @@ impl Engine {
         }
         let sd = crate::container::systemd::SystemdEnv::current();
         crate::container::systemd::apply_to_spec(&mut so, sd, &r.config, &rundir)?;
+        crate::container::options::apply_start(&mut so, &r.config, &rundir)?;
         let spec = spec::build(&so, &merged.to_string_lossy())?;
         let bytes = serde_json::to_vec_pretty(&spec).expect("a spec serialises");
         fs::write(cdir.join("config.json"), bytes)
@@ -740,6 +741,7 @@ impl Engine {
             o.args = args;
         }
         crate::container::idmap::apply_to_spec(self, r, merged, &mut o)?;
+        crate::container::options::apply_process(&mut o, c, merged)?;
         Ok(o)
     }
 

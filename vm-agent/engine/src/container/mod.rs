@@ -9,6 +9,7 @@ pub mod inspect;
 pub mod lifecycle;
 pub mod logs;
 pub mod ops;
+pub mod options;
 pub mod rootfs;
 pub mod runtime;
 pub mod spec;

@@ -97,6 +97,12 @@ pub struct SpecOptions {
     pub seccomp: Option<Value>,
     /// `linux.resources` (memory, cpu, pids), when limits were asked for.
     pub resources: Option<Value>,
+    /// `linux.sysctl` (`--sysctl`).
+    pub sysctl: std::collections::BTreeMap<String, String>,
+    /// The size of /dev/shm in bytes (`--shm-size`); `None` is 64 MiB.
+    pub shm_size: Option<u64>,
+    /// Namespaces shared with the host instead of new ones: "pid", "ipc", "uts".
+    pub host_namespaces: Vec<&'static str>,
 }
 
 impl SpecOptions {
@@ -122,6 +128,9 @@ impl SpecOptions {
             mounts: Vec::new(),
             seccomp: Some(default_seccomp()),
             resources: None,
+            sysctl: Default::default(),
+            shm_size: None,
+            host_namespaces: Vec::new(),
         }
     }
 }
@@ -173,17 +182,38 @@ fn base_mounts(o: &SpecOptions) -> Vec<Value> {
     if !o.rootless && tty_mapped {
         pts.push("gid=5");
     }
-    // The container always has its own IPC namespace, owned by our user namespace when
-    // rootless, so mqueue can be mounted either way.
+    // A container with an IPC namespace of its own (owned by our user namespace when
+    // rootless) can mount mqueue either way.
     let mqueue = json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]});
-    vec![
-        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+    let host_ns = |n: &str| o.host_namespaces.contains(&n);
+    let in_userns = o.rootless || o.user_ns.is_some();
+    // Sharing the host's namespace means sharing its files: procfs, mqueue cannot be
+    // mounted from a user namespace that does not own the pid or IPC namespace.
+    let proc = if host_ns("pid") && in_userns {
+        json!({"destination": "/proc", "type": "bind", "source": "/proc", "options": ["rbind", "nosuid", "noexec", "nodev"]})
+    } else {
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]})
+    };
+    let shm = if host_ns("ipc") {
+        json!({"destination": "/dev/shm", "type": "bind", "source": "/dev/shm", "options": ["rbind", "nosuid", "noexec", "nodev"]})
+    } else {
+        let size = format!("size={}k", o.shm_size.unwrap_or(64 << 20).div_ceil(1024));
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", size]})
+    };
+    let mut mounts = vec![
+        proc,
         json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
         json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": pts}),
-        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        shm,
         mqueue,
         sys,
-    ]
+    ];
+    // Nor can it see the host's queues: the caller binds the host's /dev/mqueue when
+    // the host has one (`container::options`).
+    if host_ns("ipc") && in_userns {
+        mounts.retain(|m| m["destination"] != "/dev/mqueue");
+    }
+    mounts
 }
 
 /// The config.json for `rootfs` (a path relative to the bundle or absolute).
@@ -195,6 +225,10 @@ pub fn build(o: &SpecOptions, rootfs: &str) -> Result<Spec, SpecError> {
         json!({"type": "mount"}),
         json!({"type": "cgroup"}),
     ];
+    namespaces.retain(|n| {
+        !o.host_namespaces
+            .contains(&n["type"].as_str().unwrap_or_default())
+    });
     match &o.network {
         NetworkNs::Private => namespaces.push(json!({"type": "network"})),
         NetworkNs::Host => {}
@@ -231,6 +265,11 @@ pub fn build(o: &SpecOptions, rootfs: &str) -> Result<Spec, SpecError> {
     if let Some(r) = &o.resources {
         linux["resources"] = r.clone();
     }
+    if !o.sysctl.is_empty() {
+        linux["sysctl"] = json!(o.sysctl);
+    }
+    // No hostname without a UTS namespace of its own (the runtime would refuse it).
+    let hostname = (!o.host_namespaces.contains(&"uts")).then_some(&o.hostname);
     let mut mounts = base_mounts(o);
     mounts.extend(o.mounts.iter().cloned());
     let spec = json!({
@@ -248,7 +287,7 @@ pub fn build(o: &SpecOptions, rootfs: &str) -> Result<Spec, SpecError> {
             "noNewPrivileges": o.no_new_privileges,
         },
         "root": {"path": rootfs, "readonly": o.read_only},
-        "hostname": o.hostname,
+        "hostname": hostname,
         "mounts": mounts,
         "linux": linux,
     });
@@ -673,5 +712,66 @@ mod tests {
             .map(|d| d.join(name))
             .find(|p| p.is_file())
             .ok_or(())
+    }
+
+    /// `--pid`/`--ipc`/`--uts host`, `--sysctl` and `--shm-size` as Podman writes them.
+    #[test]
+    fn host_namespaces_sysctls_and_shm_size() {
+        let mount = |s: &Value, dest: &str| -> Value {
+            s["mounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["destination"] == dest)
+                .cloned()
+                .unwrap()
+        };
+        let mut o = SpecOptions::new(vec!["sh".into()]);
+        o.hostname = "box".into();
+        o.host_namespaces = vec!["pid", "uts"];
+        o.sysctl.insert("kernel.msgmax".into(), "8192".into());
+        o.shm_size = Some(1 << 20);
+        let s = js(&build(&o, "rootfs").unwrap());
+        let ns: Vec<&str> = s["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(ns, ["ipc", "mount", "cgroup", "network"]);
+        assert!(s["hostname"].is_null(), "{}", s["hostname"]);
+        assert_eq!(s["linux"]["sysctl"], json!({"kernel.msgmax": "8192"}));
+        assert!(
+            mount(&s, "/dev/shm")["options"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("size=1024k"))
+        );
+        assert_eq!(mount(&s, "/proc")["type"], "proc");
+        // Rootless, the host's procfs and IPC files are bound, not mounted anew.
+        o.rootless = true;
+        o.host_namespaces = vec!["pid", "ipc"];
+        let s = js(&build(&o, "rootfs").unwrap());
+        assert_eq!(s["hostname"], "box");
+        for dest in ["/proc", "/dev/shm"] {
+            assert_eq!(mount(&s, dest)["type"], "bind", "{dest}");
+            assert_eq!(mount(&s, dest)["source"], dest, "{dest}");
+        }
+        assert!(
+            !s["mounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["destination"] == "/dev/mqueue")
+        );
+        // The default /dev/shm is Podman's 64 MiB.
+        let s = js(&build(&SpecOptions::new(vec!["sh".into()]), "rootfs").unwrap());
+        assert!(
+            mount(&s, "/dev/shm")["options"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("size=65536k"))
+        );
+        assert!(s["linux"]["sysctl"].is_null());
     }
 }

@@ -136,6 +136,21 @@ pub struct ContainerConfig {
     pub sdnotify: String,
     pub preserve_fds: u32,
     pub annotations: std::collections::BTreeMap<String, String>,
+    /// `--ulimit`: (RLIMIT_ name, soft, hard), replacing the caller's own limit of
+    /// that type.
+    pub ulimits: Vec<(String, u64, u64)>,
+    /// `--sysctl`: namespaced kernel parameters.
+    pub sysctls: std::collections::BTreeMap<String, String>,
+    /// `--shm-size` in bytes (default 64 MiB).
+    pub shm_size: Option<u64>,
+    /// `--group-add`: supplementary groups, names or ids, resolved in the container.
+    pub group_add: Vec<String>,
+    /// `--tz`: `local` or a zoneinfo name; the file becomes /etc/localtime.
+    pub timezone: String,
+    /// `--pid`, `--ipc`, `--uts`: "" (private) or "host".
+    pub pid_ns: String,
+    pub ipc_ns: String,
+    pub uts_ns: String,
 }
 
 /// The containers of one store root.
