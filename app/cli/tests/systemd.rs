@@ -280,6 +280,11 @@ both!(
                 .any(|l| l == "NOTIFY_SOCKET=/run/notify/notify.sock"),
             "{env}"
         );
+        // An exec'd process does not get it: podman 4.3 (tried with --sdnotify=container
+        // under a NOTIFY_SOCKET) shows it in /proc/1/environ only, not to `exec env`.
+        let exec_env = c.ok(&["exec", "app", "env"]);
+        assert!(!exec_env.contains("NOTIFY_SOCKET"), "{exec_env}");
+        assert!(exec_env.contains("PATH="), "{exec_env}");
         c.ok(&["exec", "app", "touch", "/go"]);
         let after = host.until("WATCHDOG=1", TIMEOUT);
         assert_eq!(

@@ -7,7 +7,10 @@
 //!   runtime's `start` returned; `ignore` sends nothing. In every mode capsa names the
 //!   monitor as the service's main process (`MAINPID=`), as Podman names conmon, and the
 //!   variable reaches neither the runtime (crun would run its own relay and make `start`
-//!   wait for it) nor the container, unless `container` mode gives it the relay.
+//!   wait for it) nor the container, unless `container` mode gives it the relay. Only
+//!   the container's own process gets it: an `exec`'d one does not, as in Podman 4.3,
+//!   whose exec builds the environment from the container's configuration, not from
+//!   what a start added (so `exec` never goes through [`apply_to_spec`]).
 //! - Socket activation: `LISTEN_FDS=N` with `LISTEN_PID` = this process passes fds
 //!   3…3+N−1 into the container ahead of `--preserve-fds`, with `LISTEN_FDS=N`,
 //!   `LISTEN_PID=1` and `LISTEN_FDNAMES` in its environment.
