@@ -796,7 +796,11 @@ pub fn apply_to_spec(
                 .map_err(io_at("changing the owner of", p))?;
         }
     }
-    if let Ok(UsernsMode::KeepId { uid: None, .. }) = UsernsMode::parse(&r.config.userns) {
+    // The entries are for the caller's own uid (namespace id 0), as Podman adds them;
+    // keep-id:uid= and -u of another user get none.
+    if let Ok(UsernsMode::KeepId { uid: None, .. }) = UsernsMode::parse(&r.config.userns)
+        && user.0 == Some(0)
+    {
         let home = if r.config.workdir.is_empty() {
             "/".to_string()
         } else {
