@@ -15,7 +15,8 @@
 # The image build runs as root (mmdebstrap in root mode, device nodes in the initrd).
 # --binaries DIR takes capsa, capsa-agent and capsa-monitor (static) from DIR instead of
 # building them with cargo. CAPSA_DEBIAN_MIRROR overrides the Debian mirror (default:
-# the host's apt mirror). Progress goes to stderr; the image directory's path is
+# the host's apt mirror); downloaded packages are kept in CAPSA_GUEST_CACHE (default
+# ~/.cache/capsa-guest-image/debs-<arch>). Progress goes to stderr; the image directory's path is
 # printed on stdout.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -190,11 +191,14 @@ done
 # Licences stay: the image is redistributed.
 dpkgopts+=(--dpkgopt='path-include=/usr/share/doc/*/copyright')
 # Downloaded packages are kept between builds (mmdebstrap's documented cache recipe).
-cache=${CAPSA_GUEST_CACHE:-$out/.cache/debs-$deb_arch}
+# The merged-usr hook lays out /usr itself and installs usr-is-merged, which keeps out
+# usrmerge and, with it, the whole of perl (25 MB).
+cache=${CAPSA_GUEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/capsa-guest-image/debs-$deb_arch}
 mkdir -p "$cache"
 mmdebstrap --mode=root --variant=essential --architectures="$deb_arch" --format=directory \
   --include="$packages" "${dpkgopts[@]}" --quiet \
   --skip=download/empty --skip=essential/unlink \
+  --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
   --setup-hook='mkdir -p "$1"/var/cache/apt/archives/' \
   --setup-hook="sync-in $cache /var/cache/apt/archives/" \
   --customize-hook="sync-out /var/cache/apt/archives $cache" \

@@ -13,6 +13,8 @@ with_tests=0
 pkgs=(ca-certificates uidmap crun passt slirp4netns fuse-overlayfs catatonit busybox-static
       docker-registry skopeo apache2-utils jq zstd openssl curl python3 gcc libc6-dev bsdutils time)
 (( with_tests )) && pkgs+=(podman mmdebstrap systemd)
+# The guest image: build (scripts/build-guest-image.sh), boot test, aarch64 cross build.
+(( with_tests )) && pkgs+=(erofs-utils cpio musl-tools qemu-system-x86 gcc-aarch64-linux-gnu qemu-user-static)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -27,6 +29,10 @@ if ! command -v cargo >/dev/null; then
   if [[ -x $HOME/.cargo/bin/cargo ]]; then :; else
     msg "error: no Rust toolchain (cargo) found: install one with rustup"; exit 1
   fi
+fi
+if (( with_tests )); then
+  PATH=$HOME/.cargo/bin:$PATH rustup target add x86_64-unknown-linux-musl aarch64-unknown-linux-musl >/dev/null 2>&1 ||
+    msg "warning: rustup target add of the musl targets failed (the guest image build needs them)"
 fi
 
 # Host fixes measured in shared/MACHINE-NOTES.md (needed by crun on this kind of host).

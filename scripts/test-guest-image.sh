@@ -122,6 +122,35 @@ boot() {
     -device virtio-9p-pci,fsdev=share,mount_tag=capsatest \
     >"$work/qemu-$n.out" 2>&1 &
   qemu_pid=$!
+  if [[ $ready_mode == agent ]]; then
+    # The host's side of the agent channel: the first frame (9-byte header, then
+    # JSON) must be the agent's Hello, the host's readiness signal.
+    python3 - "$work/agent.sock" "$work/hello-$n.json" "$t0" >"$work/hello-$n.out" 2>&1 <<'EOF2' &
+import socket, struct, sys, time
+sock_path, out, t0 = sys.argv[1], sys.argv[2], float(sys.argv[3])
+s = socket.socket(socket.AF_UNIX)
+for _ in range(100):
+    try:
+        s.connect(sock_path)
+        break
+    except OSError:
+        time.sleep(0.05)
+def read(n):
+    b = b""
+    while len(b) < n:
+        c = s.recv(n - len(b))
+        if not c:
+            sys.exit("agent channel closed before the Hello frame")
+        b += c
+    return b
+length, channel, kind = struct.unpack(">IIB", read(9))
+payload = read(length)
+print("hello after %.1fs (kind %d, channel %d)" % (time.time() - t0, kind, channel))
+open(out, "wb").write(payload)
+while s.recv(65536):
+    pass
+EOF2
+  fi
   local rc=0
   wait_for "$ready_line" "$timeout" || rc=$?
   case $rc in
@@ -130,6 +159,16 @@ boot() {
   esac
   boot_time=$(elapsed "$t0" "$(now)")
   msg "boot $n: '$ready_line' after ${boot_time}s"
+  if [[ $ready_mode == agent ]]; then
+    local i
+    for ((i = 0; i < 300; i++)); do
+      [[ -s $work/hello-$n.json ]] && break
+      sleep 0.1
+    done
+    grep -q '"capsa-agent' "$work/hello-$n.json" 2>/dev/null ||
+      fail "boot $n: no Hello frame from the agent on its channel ($(cat "$work/hello-$n.out" 2>/dev/null))"
+    msg "boot $n: agent channel: $(cat "$work/hello-$n.out")"
+  fi
 }
 
 # Ends the VM the way the host does: the agent powers off on the ACPI power button;

@@ -38,6 +38,9 @@ CAPSA_TEST_ROOTLESS_USER=capsa-test
 
 msg "running tests"
 cargo test --workspace --no-fail-fast -- --test-threads=2
+msg "guest image: build and boot test"
+guest=$(scripts/build-guest-image.sh --out "$work/guest-image")
+scripts/test-guest-image.sh "$guest"
 msg "cargo fmt --check and clippy"
 cargo fmt --all -- --check || { msg "error: cargo fmt --check failed"; exit 1; }
 cargo clippy --workspace --all-targets --quiet -- -D warnings
