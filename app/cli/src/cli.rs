@@ -102,6 +102,9 @@ pub enum Command {
     /// Manage images
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Manage Linux virtual machines to run containers in
+    #[command(subcommand)]
+    Machine(crate::commands::machine::MachineCommand),
     /// Display the capsa version information
     Version,
 }
@@ -208,7 +211,7 @@ impl Command {
     pub fn needs_store(&self) -> bool {
         !matches!(
             self,
-            Command::Version | Command::Login(_) | Command::Logout(_)
+            Command::Version | Command::Login(_) | Command::Logout(_) | Command::Machine(_)
         )
     }
 }

@@ -76,6 +76,11 @@ pub(crate) fn report(e: &anyhow::Error) -> i32 {
         .and_then(|e| e.hint())
         .or_else(|| {
             e.chain()
+                .find_map(|c| c.downcast_ref::<capsa_core::machine::MachineError>())
+                .and_then(|m| m.hint())
+        })
+        .or_else(|| {
+            e.chain()
                 .filter_map(|c| c.downcast_ref::<std::io::Error>())
                 .any(|io| io.raw_os_error() == Some(libc::ENOSPC))
                 .then(|| {

@@ -8,6 +8,7 @@ pub mod container_ops;
 pub mod generate;
 mod image;
 mod login;
+pub mod machine;
 pub mod volume;
 
 use std::path::PathBuf;
@@ -45,6 +46,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Machine(c) => machine::run(c).await,
         Command::Login(a) => login::login(&g, a).await,
         Command::Logout(a) => login::logout(a),
         Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => {

@@ -6,6 +6,7 @@
 
 pub mod download;
 pub mod events;
+pub mod floor;
 pub mod image;
 pub mod lifecycle;
 mod lock;

@@ -1,0 +1,524 @@
+//! `capsa machine`: the store and its errors without a VM, then real machines (the floor
+//! guest: the host's kernel and a busybox initramfs that behaves like the contract's
+//! guest on its console, its data disk and its power button) under TCG.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use capsa_core::machine::{floor, image};
+
+struct Machines {
+    dir: tempfile::TempDir,
+}
+
+impl Machines {
+    fn new() -> Machines {
+        Machines {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("machines")
+    }
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_capsa"));
+        c.args(args)
+            .env("CAPSA_MACHINE_DIR", self.root())
+            .env("CAPSA_MACHINE_ACCEL", "tcg")
+            .env("CAPSA_MACHINE_STOP_TIMEOUT", "120")
+            .env_remove("CAPSA_MACHINE_IMAGE")
+            .env("NO_COLOR", "1");
+        c
+    }
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "capsa {args:?} failed: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+    /// Runs, expects `code`, returns stderr.
+    fn fails(&self, args: &[&str], code: i32) -> String {
+        let o = self.run(args);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(code), "capsa {args:?}: {err}");
+        err
+    }
+    fn machine_dir(&self, name: &str) -> PathBuf {
+        self.root().join(name)
+    }
+}
+
+/// A guest image that verifies but does not boot: enough for everything but `start`.
+fn fake_image(dir: &Path) -> PathBuf {
+    let img = dir.join("capsa-guest-0.0.1-x86_64");
+    image::write_test_image(
+        &img,
+        "0.0.1",
+        "x86_64",
+        "quiet",
+        &[
+            ("vmlinuz", b"not a kernel"),
+            ("initrd.img", b"not an initrd"),
+            ("rootfs.img", &[0u8; 4096]),
+        ],
+    )
+    .unwrap();
+    img
+}
+
+#[test]
+fn init_ls_inspect_set_rm_without_a_vm() {
+    let t = Machines::new();
+    let img = fake_image(t.dir.path());
+    let img_s = img.display().to_string();
+    assert_eq!(t.ok(&["machine", "ls", "--format", "json"]).trim(), "[]");
+    t.ok(&[
+        "machine",
+        "init",
+        "--image",
+        &img_s,
+        "--cpus",
+        "3",
+        "--memory",
+        "1024",
+        "--disk-size",
+        "2",
+    ]);
+    t.ok(&[
+        "machine",
+        "init",
+        "m2",
+        "--image",
+        &img_s,
+        "--disk-size",
+        "1",
+        "-v",
+        "/tmp:/mnt/tmp",
+    ]);
+
+    // The folder holds what docs/internals.md lists.
+    let d = t.machine_dir("capsa-default");
+    for f in [
+        "config.json",
+        "data.img",
+        "image/vmlinuz",
+        "image/manifest.json",
+        "id_ed25519",
+        "id_ed25519.pub",
+        "events.jsonl",
+    ] {
+        assert!(d.join(f).exists(), "{f}");
+    }
+    assert_eq!(
+        std::fs::metadata(d.join("data.img")).unwrap().len(),
+        2 << 30
+    );
+    let events = std::fs::read_to_string(d.join("events.jsonl")).unwrap();
+    assert!(events.contains("\"event\":\"created\""), "{events}");
+
+    let table = t.ok(&["machine", "ls"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("NAME"), "{table}");
+    for h in [
+        "VM TYPE",
+        "CREATED",
+        "LAST UP",
+        "CPUS",
+        "MEMORY",
+        "DISK SIZE",
+    ] {
+        assert!(lines[0].contains(h), "{table}");
+    }
+    assert!(lines[1].starts_with("capsa-default*"), "{table}");
+    assert!(
+        lines[1].contains("qemu")
+            && lines[1].contains("Never")
+            && lines[1].contains("1GiB")
+            && lines[1].contains("2GiB"),
+        "{table}"
+    );
+    assert!(lines[2].starts_with("m2 "), "{table}");
+
+    let json: serde_json::Value =
+        serde_json::from_str(&t.ok(&["machine", "ls", "--format", "json"])).unwrap();
+    let first = &json[0];
+    assert_eq!(first["Name"], "capsa-default");
+    assert_eq!(first["Default"], true);
+    assert_eq!(first["Running"], false);
+    assert_eq!(first["CPUs"], 3);
+    assert_eq!(first["Memory"], "1073741824");
+    assert_eq!(first["DiskSize"], "2147483648");
+    assert_eq!(first["VMType"], "qemu");
+    assert!(first["Port"].as_u64().unwrap() > 0);
+    assert_eq!(t.ok(&["machine", "ls", "-q"]), "capsa-default\nm2\n");
+
+    let ins: serde_json::Value =
+        serde_json::from_str(&t.ok(&["machine", "inspect", "m2"])).unwrap();
+    assert_eq!(ins[0]["Name"], "m2");
+    assert_eq!(ins[0]["State"], "stopped");
+    assert_eq!(ins[0]["Image"]["Version"], "0.0.1");
+    assert_eq!(ins[0]["Mounts"][0]["Target"], "/mnt/tmp");
+    assert_eq!(
+        t.ok(&[
+            "machine",
+            "inspect",
+            "--format",
+            "{{.Resources.CPUs}}",
+            "capsa-default"
+        ])
+        .trim(),
+        "3"
+    );
+
+    // set: grows the disk, refuses to shrink it.
+    t.ok(&[
+        "machine",
+        "set",
+        "m2",
+        "--cpus",
+        "4",
+        "--disk-size",
+        "3",
+        "--rootful",
+    ]);
+    let ins: serde_json::Value =
+        serde_json::from_str(&t.ok(&["machine", "inspect", "m2"])).unwrap();
+    assert_eq!(ins[0]["Resources"]["CPUs"], 4);
+    assert_eq!(ins[0]["Rootful"], true);
+    assert_eq!(
+        std::fs::metadata(t.machine_dir("m2").join("data.img"))
+            .unwrap()
+            .len(),
+        3 << 30
+    );
+    let e = t.fails(&["machine", "set", "m2", "--disk-size", "1"], 125);
+    assert!(e.contains("can only grow"), "{e}");
+
+    // Errors: exists, not found, bad name.
+    let e = t.fails(&["machine", "init", "m2", "--image", &img_s], 125);
+    assert!(e.contains("machine \"m2\" already exists"), "{e}");
+    let e = t.fails(&["machine", "start", "nope"], 125);
+    assert!(
+        e.contains("machine \"nope\" does not exist") && e.contains("hint:"),
+        "{e}"
+    );
+    let e = t.fails(&["machine", "init", "-bad", "--image", &img_s], 125);
+    assert!(!e.is_empty());
+
+    let info = t.ok(&["machine", "info", "--format", "json"]);
+    let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(info["Host"]["NumberOfMachines"], 2);
+    assert_eq!(info["Host"]["Accelerator"], "tcg");
+
+    assert_eq!(t.ok(&["machine", "rm", "m2"]).trim(), "m2");
+    assert!(!t.machine_dir("m2").exists());
+    t.ok(&["machine", "reset", "-f"]);
+    assert_eq!(t.ok(&["machine", "ls", "-q"]), "");
+}
+
+#[test]
+fn missing_and_corrupt_images_are_refused() {
+    let t = Machines::new();
+    let e = t.fails(&["machine", "init"], 125);
+    assert!(e.contains("hint:") && e.contains("--image"), "{e}");
+    let e = t.fails(
+        &["machine", "init", "--image", "/nonexistent/capsa-guest"],
+        125,
+    );
+    assert!(e.contains("/nonexistent/capsa-guest does not exist"), "{e}");
+    let img = fake_image(t.dir.path());
+    std::fs::write(img.join("rootfs.img"), b"tampered").unwrap();
+    let e = t.fails(
+        &["machine", "init", "--image", &img.display().to_string()],
+        125,
+    );
+    assert!(
+        e.contains("rootfs.img is corrupt") && e.contains("sha256"),
+        "{e}"
+    );
+    assert!(
+        !t.machine_dir("capsa-default").exists(),
+        "a failed init leaves nothing"
+    );
+    // A tar of a good image works.
+    std::fs::write(img.join("rootfs.img"), [0u8; 4096]).unwrap();
+    let tar = t.dir.path().join("capsa-guest-0.0.1-x86_64.tar");
+    let mut b = tar::Builder::new(std::fs::File::create(&tar).unwrap());
+    b.append_dir_all("capsa-guest-0.0.1-x86_64", &img).unwrap();
+    b.finish().unwrap();
+    drop(b);
+    t.ok(&[
+        "machine",
+        "init",
+        "--image",
+        &tar.display().to_string(),
+        "--disk-size",
+        "1",
+    ]);
+}
+
+#[test]
+fn ssh_port_and_socket_in_use_are_clear_errors() {
+    let t = Machines::new();
+    let img = fake_image(t.dir.path());
+    t.ok(&[
+        "machine",
+        "init",
+        "--image",
+        &img.display().to_string(),
+        "--disk-size",
+        "1",
+    ]);
+    let cfg: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(t.machine_dir("capsa-default").join("config.json")).unwrap(),
+    )
+    .unwrap();
+    let port = cfg["ssh_port"].as_u64().unwrap() as u16;
+    let holder = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let e = t.fails(&["machine", "start"], 125);
+    assert!(
+        e.contains(&format!("ssh port 127.0.0.1:{port} is in use")) && e.contains("hint:"),
+        "{e}"
+    );
+    drop(holder);
+
+    let sock = t.machine_dir("capsa-default").join("qmp.sock");
+    let _l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let e = t.fails(&["machine", "start"], 125);
+    assert!(e.contains("qmp.sock is in use by another process"), "{e}");
+}
+
+#[test]
+fn full_disk_fails_init_clearly() {
+    if unsafe { libc::geteuid() } != 0 {
+        println!("SKIP full_disk_fails_init_clearly: mounting a small tmpfs needs root");
+        return;
+    }
+    let t = Machines::new();
+    let img = fake_image(t.dir.path());
+    let mnt = t.dir.path().join("small");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // Leave room for the store lock and the image copy (5 pages), not for the data
+    // disk's first block.
+    let avail = {
+        let c = std::ffi::CString::new(mnt.as_os_str().as_encoded_bytes()).unwrap();
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
+        st.f_bavail as u64 * st.f_bsize as u64
+    };
+    std::fs::File::create(mnt.join("filler"))
+        .unwrap()
+        .write_all(&vec![1u8; (avail - 5 * 4096) as usize])
+        .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_capsa"))
+        .args([
+            "machine",
+            "init",
+            "--image",
+            &img.display().to_string(),
+            "--disk-size",
+            "1",
+        ])
+        .env("CAPSA_MACHINE_DIR", mnt.join("machines"))
+        .output()
+        .unwrap();
+    let _ = Command::new("umount").arg(&mnt).status();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(125), "{e}");
+    assert!(e.contains("No space left on device"), "{e}");
+    assert!(e.contains("hint:"), "{e}");
+}
+
+fn floor_or_skip(t: &Machines, test: &str) -> Option<String> {
+    if capsa_core::qemu::find_program("qemu-system-x86_64").is_none()
+        || std::env::consts::ARCH != "x86_64"
+    {
+        println!("SKIP {test}: qemu-system-x86_64 is not installed");
+        return None;
+    }
+    let img = t.dir.path().join("floor");
+    if let Err(why) = floor::write_image(&img) {
+        println!("SKIP {test}: {why}");
+        return None;
+    }
+    Some(img.display().to_string())
+}
+
+fn boots(t: &Machines, name: &str) -> u32 {
+    floor::boot_count(&t.machine_dir(name).join("data.img")).unwrap()
+}
+
+fn pid_of(t: &Machines, name: &str) -> i32 {
+    let s = std::fs::read_to_string(t.machine_dir(name).join("qemu.pid")).unwrap();
+    s.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// Two machines at once; every error a running machine can give; SIGKILL and recovery;
+/// data kept across restarts.
+#[test]
+fn real_machines_lifecycle() {
+    let t = Machines::new();
+    let Some(img) = floor_or_skip(&t, "real_machines_lifecycle") else {
+        return;
+    };
+    t.ok(&[
+        "machine",
+        "init",
+        "--image",
+        &img,
+        "--cpus",
+        "1",
+        "--memory",
+        "256",
+        "--disk-size",
+        "1",
+    ]);
+    t.ok(&[
+        "machine",
+        "init",
+        "second",
+        "--image",
+        &img,
+        "--cpus",
+        "1",
+        "--memory",
+        "256",
+        "--disk-size",
+        "1",
+    ]);
+
+    // Both start at once (Podman cannot).
+    let mut a = t.cmd(&["machine", "start"]).spawn().unwrap();
+    let o = t.run(&["machine", "start", "second"]);
+    let st = a.wait().unwrap();
+    assert!(st.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    for step in ["Starting QEMU", "Waiting for the agent"] {
+        assert!(err.contains(step), "{err}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&t.ok(&["machine", "ls", "--format", "json"])).unwrap();
+    assert_eq!(json[0]["Running"], true);
+    assert_eq!(json[1]["Running"], true);
+    assert!(t.ok(&["machine", "ls"]).contains("Currently running"));
+    assert_eq!((boots(&t, "capsa-default"), boots(&t, "second")), (1, 1));
+
+    // A second start, and rm without -f, are refused with 125.
+    let e = t.fails(&["machine", "start"], 125);
+    assert!(
+        e.contains("machine \"capsa-default\" is already running"),
+        "{e}"
+    );
+    let e = t.fails(&["machine", "rm", "second"], 125);
+    assert!(e.contains("is running") && e.contains("hint:"), "{e}");
+    let e = t.fails(&["machine", "set", "second", "--cpus", "2"], 125);
+    assert!(e.contains("is running"), "{e}");
+
+    // Stop: the power button powers the guest off; data kept; start again.
+    let err = String::from_utf8_lossy(&t.run(&["machine", "stop", "second"]).stderr).into_owned();
+    assert!(err.contains("stopped successfully"), "{err}");
+    let json: serde_json::Value =
+        serde_json::from_str(&t.ok(&["machine", "ls", "--format", "json"])).unwrap();
+    assert_eq!(json[1]["Running"], false);
+    t.ok(&["machine", "start", "second"]);
+    assert_eq!(boots(&t, "second"), 2);
+
+    // SIGKILL QEMU: ls says stopped, start recovers, the data disk is intact.
+    let pid = pid_of(&t, "capsa-default");
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    std::thread::sleep(Duration::from_millis(500));
+    let json: serde_json::Value =
+        serde_json::from_str(&t.ok(&["machine", "ls", "--format", "json"])).unwrap();
+    assert_eq!(json[0]["Running"], false);
+    let o = t.run(&["machine", "start"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("recovering"), "{err}");
+    assert_eq!(boots(&t, "capsa-default"), 2);
+    let events =
+        std::fs::read_to_string(t.machine_dir("capsa-default").join("events.jsonl")).unwrap();
+    for e in ["created", "starting", "ready", "crashed"] {
+        assert!(
+            events.contains(&format!("\"event\":\"{e}\"")),
+            "{e}: {events}"
+        );
+    }
+
+    // rm -f of a running machine, restart, and stop.
+    t.ok(&["machine", "rm", "-f", "second"]);
+    t.ok(&["machine", "restart"]);
+    assert_eq!(boots(&t, "capsa-default"), 3);
+    t.ok(&["machine", "stop"]);
+    let json: serde_json::Value =
+        serde_json::from_str(&t.ok(&["machine", "ls", "--format", "json"])).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 1);
+    assert_eq!(json[0]["Running"], false);
+    assert_ne!(json[0]["LastUp"], "0001-01-01T00:00:00Z");
+}
+
+/// A guest that never says it is ready fails its step with the tail of the console, and
+/// the VM is not left behind.
+#[test]
+fn boot_timeout_shows_the_console() {
+    let t = Machines::new();
+    let Some(_) = floor_or_skip(&t, "boot_timeout_shows_the_console") else {
+        return;
+    };
+    // The floor kernel with an initrd that is not one: the kernel panics, and -no-reboot
+    // ends QEMU; or it hangs; either way the step fails with the console's tail.
+    let img = t.dir.path().join("bad");
+    let (kernel, _) = floor::host_kernel().unwrap();
+    image::write_test_image(
+        &img,
+        "bad",
+        "x86_64",
+        "panic=-1",
+        &[
+            ("vmlinuz", &std::fs::read(kernel).unwrap()),
+            ("initrd.img", b"garbage"),
+            ("rootfs.img", &[0u8; 4096]),
+        ],
+    )
+    .unwrap();
+    t.ok(&[
+        "machine",
+        "init",
+        "--image",
+        &img.display().to_string(),
+        "--memory",
+        "256",
+        "--disk-size",
+        "1",
+    ]);
+    let o = t
+        .cmd(&["machine", "start"])
+        .env("CAPSA_MACHINE_BOOT_TIMEOUT", "600")
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(125), "{e}");
+    assert!(e.contains("Waiting for the agent"), "{e}");
+    assert!(
+        e.contains("last lines of") && e.contains("serial.log"),
+        "{e}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&t.ok(&["machine", "ls", "--format", "json"])).unwrap();
+    assert_eq!(json[0]["Running"], false);
+}
