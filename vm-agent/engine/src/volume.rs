@@ -9,10 +9,10 @@
 //! This module does not know containers: which volumes are in use is the caller's
 //! answer ([`InUse`]); [`in_use_by_containers`] derives it from the container records.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -601,7 +601,7 @@ impl Volumes {
             if !empty {
                 return Ok(false);
             }
-            let mut c = Copier::default();
+            let mut c = crate::store::copy::Copier::default();
             c.copy_children(&src, &data)?;
             c.copy_meta(&src, &data, &meta);
             Ok(true)
@@ -913,121 +913,6 @@ fn resolve_in_root(root: &Path, path: &str) -> PathBuf {
     }
     let rel: PathBuf = done.iter().collect();
     root.join(rel)
-}
-
-#[derive(Default)]
-struct Copier {
-    /// (dev, inode) of a copied file with several links → its copy.
-    links: HashMap<(u64, u64), PathBuf>,
-    warned_owner: bool,
-}
-
-impl Copier {
-    fn copy_children(&mut self, src: &Path, dst: &Path) -> Result<(), VolumeError> {
-        for e in fs::read_dir(src).map_err(io_at("reading", src))? {
-            let e = e.map_err(io_at("reading", src))?;
-            self.copy_entry(&e.path(), &dst.join(e.file_name()))?;
-        }
-        Ok(())
-    }
-
-    fn copy_entry(&mut self, src: &Path, dst: &Path) -> Result<(), VolumeError> {
-        let m = fs::symlink_metadata(src).map_err(io_at("reading", src))?;
-        let ft = m.file_type();
-        if ft.is_dir() {
-            fs::create_dir(dst).map_err(io_at("creating", dst))?;
-            self.copy_children(src, dst)?;
-        } else if ft.is_symlink() {
-            let t = fs::read_link(src).map_err(io_at("reading", src))?;
-            std::os::unix::fs::symlink(&t, dst).map_err(io_at("creating", dst))?;
-        } else if ft.is_file() {
-            let key = (m.dev(), m.ino());
-            if m.nlink() > 1
-                && let Some(first) = self.links.get(&key)
-            {
-                fs::hard_link(first, dst).map_err(io_at("creating", dst))?;
-                return Ok(());
-            }
-            fs::copy(src, dst).map_err(io_at("copying", src))?;
-            if m.nlink() > 1 {
-                self.links.insert(key, dst.to_path_buf());
-            }
-        } else {
-            use std::os::unix::fs::FileTypeExt;
-            if ft.is_socket() {
-                return Ok(());
-            }
-            let kind = if ft.is_fifo() {
-                rustix::fs::FileType::Fifo
-            } else if ft.is_char_device() {
-                rustix::fs::FileType::CharacterDevice
-            } else {
-                rustix::fs::FileType::BlockDevice
-            };
-            let mode = rustix::fs::Mode::from_raw_mode(m.mode() & 0o7777);
-            if let Err(e) = rustix::fs::mknodat(rustix::fs::CWD, dst, kind, mode, m.rdev()) {
-                // Device nodes need CAP_MKNOD in the initial namespace.
-                tracing::warn!("not copying {} into the volume: {e}", src.display());
-                return Ok(());
-            }
-        }
-        self.copy_meta(src, dst, &m);
-        Ok(())
-    }
-
-    /// Owner, then mode (chown clears set-id bits), xattrs, then times.
-    fn copy_meta(&mut self, src: &Path, dst: &Path, m: &fs::Metadata) {
-        if let Err(e) = std::os::unix::fs::lchown(dst, Some(m.uid()), Some(m.gid()))
-            && !self.warned_owner
-        {
-            self.warned_owner = true;
-            tracing::warn!(
-                "copying into the volume: cannot give {} the owner {}:{}: {e}",
-                dst.display(),
-                m.uid(),
-                m.gid()
-            );
-        }
-        if !m.file_type().is_symlink() {
-            let _ = fs::set_permissions(dst, fs::Permissions::from_mode(m.mode() & 0o7777));
-        }
-        copy_xattrs(src, dst);
-        let ts = |s: i64, ns: i64| rustix::fs::Timespec {
-            tv_sec: s,
-            tv_nsec: ns as _,
-        };
-        let times = rustix::fs::Timestamps {
-            last_access: ts(m.atime(), m.atime_nsec()),
-            last_modification: ts(m.mtime(), m.mtime_nsec()),
-        };
-        let _ = rustix::fs::utimensat(
-            rustix::fs::CWD,
-            dst,
-            &times,
-            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-        );
-    }
-}
-
-/// Best effort; overlayfs' own attributes (a layer directory's opaque markers) stay.
-fn copy_xattrs(src: &Path, dst: &Path) {
-    let mut names = vec![0u8; 64 * 1024];
-    let Ok(n) = rustix::fs::llistxattr(src, &mut names[..]) else {
-        return;
-    };
-    let mut value = vec![0u8; 64 * 1024];
-    for name in names[..n].split(|b| *b == 0).filter(|s| !s.is_empty()) {
-        if name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.") {
-            continue;
-        }
-        let Ok(name) = std::str::from_utf8(name) else {
-            continue;
-        };
-        if let Ok(len) = rustix::fs::lgetxattr(src, name, &mut value[..]) {
-            let _ =
-                rustix::fs::lsetxattr(dst, name, &value[..len], rustix::fs::XattrFlags::empty());
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------
@@ -2049,7 +1934,7 @@ impl Regex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::symlink;
+    use std::os::unix::fs::{MetadataExt, symlink};
 
     /// (what was tried, kind, source, destination, options, relabel)
     type ParseCase<'a> = (

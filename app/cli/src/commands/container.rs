@@ -905,7 +905,7 @@ pub fn inspect(engine: &Engine, a: ObjectInspectArgs, default_kind: &str) -> Res
                 Ok(rec) => {
                     let mut doc = engine.inspect_container(&rec);
                     if a.size {
-                        let rw = dir_size(&engine.container_dir(&rec.id).join("upper"));
+                        let rw = engine.container_rw_size(&rec);
                         doc["SizeRw"] = json!(rw);
                     }
                     docs.push(doc);
@@ -1141,8 +1141,7 @@ pub fn ps(engine: &Engine, a: PsArgs) -> Result<()> {
                 format!("{}...", cmd.chars().take(17).collect::<String>())
             };
             let size = if a.size {
-                let upper = engine.container_dir(&c.id).join("upper");
-                output::human_size(dir_size(&upper))
+                output::human_size(engine.container_rw_size(c))
             } else {
                 String::new()
             };
@@ -1198,26 +1197,6 @@ pub fn ps(engine: &Engine, a: PsArgs) -> Result<()> {
             .collect(),
     );
     output::print(&format, &rows, &docs, a.noheading)
-}
-
-fn dir_size(p: &std::path::Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![p.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            if let Ok(m) = e.metadata() {
-                if m.is_dir() {
-                    stack.push(e.path());
-                } else {
-                    total += m.len();
-                }
-            }
-        }
-    }
-    total
 }
 
 #[cfg(test)]

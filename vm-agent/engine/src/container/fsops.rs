@@ -32,7 +32,7 @@ use rustix::io::Errno;
 use serde_json::{Map, Value, json};
 
 use crate::container::lifecycle::{ContainerError, resolve_user};
-use crate::container::rootfs::{self, RootfsError};
+use crate::container::rootfs::{self, MountDriver, RootfsError};
 use crate::container::state::{ContainerRecord, StateError, Status};
 use crate::digest::HashingWriter;
 use crate::engine::{Engine, EngineError};
@@ -120,14 +120,14 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> FsError {
 
 /// The parts of `struct stat` we use, in one type whatever the architecture's layout.
 #[derive(Debug, Clone, Copy)]
-struct Meta {
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    size: u64,
-    mtime: i64,
-    mtime_nsec: i64,
-    rdev: u64,
+pub(crate) struct Meta {
+    pub(crate) mode: u32,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) size: u64,
+    pub(crate) mtime: i64,
+    pub(crate) mtime_nsec: i64,
+    pub(crate) rdev: u64,
     nlink: u64,
     dev: u64,
     ino: u64,
@@ -151,7 +151,7 @@ impl Meta {
         }
     }
 
-    fn of_std(m: &std::fs::Metadata) -> Meta {
+    pub(crate) fn of_std(m: &std::fs::Metadata) -> Meta {
         Meta {
             mode: m.mode(),
             uid: m.uid(),
@@ -166,11 +166,11 @@ impl Meta {
         }
     }
 
-    fn kind(&self) -> FileType {
+    pub(crate) fn kind(&self) -> FileType {
         FileType::from_raw_mode(self.mode)
     }
 
-    fn is_dir(&self) -> bool {
+    pub(crate) fn is_dir(&self) -> bool {
         self.kind() == FileType::Directory
     }
 
@@ -270,6 +270,7 @@ fn owner_ids(uid: u32, gid: u32) -> (Option<Uid>, Option<Gid>) {
 fn wanted_xattr(name: &str) -> bool {
     (name == "security.capability" || name.starts_with("user."))
         && !name.starts_with("user.overlay.")
+        && !name.starts_with("user.fuseoverlayfs.")
 }
 
 fn read_xattrs(fd: BorrowedFd) -> Vec<(String, Vec<u8>)> {
@@ -311,20 +312,27 @@ fn set_xattrs(fd: BorrowedFd, attrs: &[(String, Vec<u8>)]) {
     }
 }
 
-fn is_opaque_fd(fd: BorrowedFd, prefix: &str) -> bool {
-    let mut v = [0u8; 1];
-    matches!(
-        rustix::fs::fgetxattr(fd, format!("{prefix}overlay.opaque").as_str(), &mut v[..]),
-        Ok(1) if v[0] == b'y'
-    )
+/// fuse-overlayfs marks the opaque directories it makes with its own xattr when it
+/// cannot write `trusted.*` (rootless), and also leaves these two entries in them.
+const FUSE_OPAQUE_XATTR: &str = "user.fuseoverlayfs.opaque";
+const FUSE_MARKERS: [&str; 2] = [OPAQUE_MARKER, ".wh..opq"];
+
+fn is_fuse_marker(name: &OsStr) -> bool {
+    FUSE_MARKERS.iter().any(|m| name.as_bytes() == m.as_bytes())
 }
 
-fn is_opaque_path(path: &Path, prefix: &str) -> bool {
+fn is_opaque_fd(fd: BorrowedFd, prefix: &str) -> bool {
     let mut v = [0u8; 1];
-    matches!(
-        rustix::fs::lgetxattr(path, format!("{prefix}overlay.opaque").as_str(), &mut v[..]),
-        Ok(1) if v[0] == b'y'
-    )
+    [format!("{prefix}overlay.opaque"), FUSE_OPAQUE_XATTR.to_string()]
+        .iter()
+        .any(|a| matches!(rustix::fs::fgetxattr(fd, a.as_str(), &mut v[..]), Ok(1) if v[0] == b'y'))
+}
+
+pub(crate) fn is_opaque_path(path: &Path, prefix: &str) -> bool {
+    let mut v = [0u8; 1];
+    [format!("{prefix}overlay.opaque"), FUSE_OPAQUE_XATTR.to_string()]
+        .iter()
+        .any(|a| matches!(rustix::fs::lgetxattr(path, a.as_str(), &mut v[..]), Ok(1) if v[0] == b'y'))
 }
 
 fn pipe() -> io::Result<(File, File)> {
@@ -684,6 +692,9 @@ impl<'a, W: Write> Producer<'a, W> {
     /// The children of directory `cpath` (inside the root), named under `prefix`.
     fn add_children(&mut self, dir: BorrowedFd, prefix: &Path, cpath: &Path) -> io::Result<()> {
         for child in list_dir(dir)? {
+            if self.opts.whiteouts.is_some() && is_fuse_marker(&child) {
+                continue;
+            }
             let cp = cpath.join(&child);
             let tar_name = prefix.join(&child);
             match self.root.mount_at(&cp) {
@@ -1538,21 +1549,65 @@ impl Engine {
             .update(&rec.id, |r| -> Result<T, FsError> {
                 // A start that won the lock mounted it meanwhile; that mount is its own.
                 let borrowed = r.mounted && is_mountpoint(&merged, &cdir);
-                let m = if borrowed {
-                    merged.clone()
+                let (m, driver) = if borrowed {
+                    (merged.clone(), r.rootfs_mount.unwrap_or(MountDriver::Overlay))
                 } else {
-                    rootfs::mount(&lowers, &cdir, rootless)?
+                    let (m, d) = rootfs::mount(&lowers, &cdir, rootless, r.rootfs_mount)?;
+                    // A copy made here is the container's content from now on.
+                    r.rootfs_mount = Some(d);
+                    (m, d)
                 };
                 let out = f(&m);
-                if !borrowed && let Err(e) = rootfs::unmount(&m) {
+                if !borrowed && let Err(e) = rootfs::unmount(driver, &m) {
                     tracing::warn!("{e}");
                 }
                 out
             })?
     }
 
+    /// The container's changes as an overlay upper directory (see [`rootfs::upper_view`]).
+    pub(crate) fn upper_view(
+        &self,
+        rec: &ContainerRecord,
+        lowers: &[PathBuf],
+    ) -> Result<rootfs::UpperView, FsError> {
+        let driver = rec.rootfs_mount.unwrap_or(MountDriver::Overlay);
+        Ok(rootfs::upper_view(
+            driver,
+            lowers,
+            &self.container_dir(&rec.id),
+            self.xattr_prefix(),
+        )?)
+    }
+
+    /// The bytes of files the container added or changed (`ps -s`, `SizeRw`); 0 when
+    /// they cannot be read.
+    pub fn container_rw_size(&self, rec: &ContainerRecord) -> u64 {
+        let Ok(lowers) = self.lowers(rec) else {
+            return 0;
+        };
+        let Ok(view) = self.upper_view(rec, &lowers) else {
+            return 0;
+        };
+        let mut total = 0;
+        let mut stack = vec![view.path().to_path_buf()];
+        while let Some(d) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                match e.metadata() {
+                    Ok(m) if m.is_dir() => stack.push(e.path()),
+                    Ok(m) => total += m.len(),
+                    Err(_) => {}
+                }
+            }
+        }
+        total
+    }
+
     /// The container's image layers, bottom first.
-    fn lowers(&self, rec: &ContainerRecord) -> Result<Vec<PathBuf>, FsError> {
+    pub(crate) fn lowers(&self, rec: &ContainerRecord) -> Result<Vec<PathBuf>, FsError> {
         let img = self.lookup_image(&rec.image_id)?;
         self.rootfs_lowers(&img)
             .map_err(|e| EngineError::from(e).into())
@@ -1698,7 +1753,7 @@ const INIT_PATHS: &[&str] = &[
 
 /// What a path is in a stack of overlay layers (top first), whiteouts and opaque
 /// directories applied; `None` when it does not exist there.
-fn lower_meta(lowers: &[PathBuf], rel: &Path, prefix: &str) -> Option<Meta> {
+pub(crate) fn lower_meta(lowers: &[PathBuf], rel: &Path, prefix: &str) -> Option<Meta> {
     let comps: Vec<_> = rel.components().collect();
     for layer in lowers {
         let mut hides_below = false;
@@ -1736,7 +1791,7 @@ fn lower_meta(lowers: &[PathBuf], rel: &Path, prefix: &str) -> Option<Meta> {
 }
 
 /// Same directory, as far as Docker's change detection looks: mode, size, mtime.
-fn same_dir(a: &Meta, b: &Meta) -> bool {
+pub(crate) fn same_dir(a: &Meta, b: &Meta) -> bool {
     a.mode == b.mode
         && a.size == b.size
         && a.mtime == b.mtime
@@ -1754,6 +1809,9 @@ impl DiffWalk<'_> {
     /// Docker's overlay change detection over one directory of the upper layer.
     fn dir(&mut self, fd: BorrowedFd, rel: &Path, in_opaque: bool) -> io::Result<()> {
         for name in list_dir(fd)? {
+            if is_fuse_marker(&name) {
+                continue;
+            }
             let path = rel.join(&name);
             let Some(m) = lstat_at(fd, &name)? else {
                 continue;
@@ -1765,14 +1823,16 @@ impl DiffWalk<'_> {
                 opaque = is_opaque_fd(d.as_fd(), self.prefix);
                 sub = Some(d);
             }
-            let kind = if m.is_whiteout() || opaque {
+            let lower = if in_opaque {
+                None
+            } else {
+                lower_meta(self.lowers, &path, self.prefix)
+            };
+            // An opaque directory replaces one below; with nothing below it is simply
+            // new (fuse-overlayfs marks every directory it creates opaque).
+            let kind = if m.is_whiteout() || (opaque && lower.is_some()) {
                 Some(ChangeKind::Deleted)
             } else {
-                let lower = if in_opaque {
-                    None
-                } else {
-                    lower_meta(self.lowers, &path, self.prefix)
-                };
                 match lower {
                     None => Some(ChangeKind::Added),
                     Some(l) if m.is_dir() && l.is_dir() && same_dir(&m, &l) => None,
@@ -1810,7 +1870,7 @@ impl DiffWalk<'_> {
 
 /// The changes an overlay upper directory makes to `lowers` (bottom first), sorted
 /// by path as Podman sorts them.
-fn layer_changes(
+pub(crate) fn layer_changes(
     upper: &Path,
     lowers: &[PathBuf],
     prefix: &'static str,
@@ -1840,9 +1900,10 @@ impl Engine {
     /// `diff CONTAINER`: what the container changed, added and deleted.
     pub fn container_changes(&self, input: &str) -> Result<Vec<Change>, FsError> {
         let rec = self.container(input)?;
-        let upper = self.container_dir(&rec.id).join("upper");
         let lowers = self.lowers(&rec)?;
-        let changes = layer_changes(&upper, &lowers, self.xattr_prefix())
+        let view = self.upper_view(&rec, &lowers)?;
+        let upper = view.path();
+        let changes = layer_changes(upper, &lowers, self.xattr_prefix())
             .map_err(io_err(format!("reading {}", upper.display())))?;
         Ok(changes
             .into_iter()
@@ -2154,7 +2215,9 @@ impl Engine {
     /// The container's upper directory as a gzip'd layer blob, whiteouts in the
     /// archive's form; returns the blob's digest and size and the diff ID.
     fn write_upper_layer(&self, rec: &ContainerRecord) -> Result<(String, u64, String), FsError> {
-        let upper = self.container_dir(&rec.id).join("upper");
+        let lowers = self.lowers(rec)?;
+        let view = self.upper_view(rec, &lowers)?;
+        let upper = view.path().to_path_buf();
         if !upper.is_dir() {
             std::fs::create_dir_all(&upper)
                 .map_err(io_err(format!("creating {}", upper.display())))?;
@@ -2560,7 +2623,7 @@ mod tests {
             std::fs::write(lower.join(f), "old").unwrap();
         }
         let ctr = t.path().join("ctr");
-        let merged = match rootfs::mount(std::slice::from_ref(&lower), &ctr, false) {
+        let merged = match rootfs::mount_with(MountDriver::Overlay, std::slice::from_ref(&lower), &ctr, false) {
             Ok(m) => m,
             Err(e) => {
                 eprintln!("SKIP overlay_changes_and_their_layer: no overlayfs here ({e})");
@@ -2580,7 +2643,7 @@ mod tests {
             Ok(())
         };
         let res = work();
-        rootfs::unmount(&merged).unwrap();
+        rootfs::unmount(MountDriver::Overlay, &merged).unwrap();
         res.unwrap();
         let changes: Vec<String> =
             layer_changes(&ctr.join("upper"), std::slice::from_ref(&lower), "trusted.")
@@ -2630,7 +2693,7 @@ mod tests {
             rootless: false,
         };
         crate::layer::unpack::unpack(&tar[..], &layer, unpack_opts).unwrap();
-        let again = rootfs::mount(&[lower, layer], &t.path().join("again"), false).unwrap();
+        let again = rootfs::mount_with(MountDriver::Overlay, &[lower, layer], &t.path().join("again"), false).unwrap();
         let seen = (
             again.join("bin/ls").exists(),
             std::fs::read_to_string(again.join("etc/passwd")).ok(),
@@ -2639,7 +2702,7 @@ mod tests {
             again.join("home/u").exists(),
             again.join("var/new/f").exists(),
         );
-        rootfs::unmount(&again).unwrap();
+        rootfs::unmount(MountDriver::Overlay, &again).unwrap();
         assert_eq!(
             seen,
             (false, Some("new".to_string()), false, true, false, true)

@@ -70,6 +70,7 @@ impl ContainerError {
         match self {
             ContainerError::Runtime(e) => e.hint(),
             ContainerError::Idmap(e) => e.hint(),
+            ContainerError::Rootfs(e) => e.hint(),
             ContainerError::Running(_) => Some("stop it first, or pass --force".into()),
             ContainerError::NoMonitor(_) => {
                 Some("install capsa-monitor next to capsa, or point CAPSA_MONITOR at it".into())
@@ -562,7 +563,9 @@ impl Engine {
             .map_err(|e| ContainerError::Invalid(e.to_string()))?;
         let lowers = crate::container::idmap::container_lowers(self, r, lowers)?;
         let cdir = self.container_dir(&r.id);
-        let merged = rootfs::mount(&lowers, &cdir, self.store.rootless())?;
+        let (merged, driver) =
+            rootfs::mount(&lowers, &cdir, self.store.rootless(), r.rootfs_mount)?;
+        r.rootfs_mount = Some(driver);
         r.mounted = true;
         let result = self.launch(r, &rt, &monitor, &cdir, &merged, on_created);
         if let Err(e) = &result {
@@ -894,7 +897,8 @@ impl Engine {
             crate::network::teardown(&net);
         }
         let merged = self.container_dir(&r.id).join("merged");
-        if let Err(e) = rootfs::unmount(&merged)
+        let driver = r.rootfs_mount.unwrap_or(rootfs::MountDriver::Overlay);
+        if let Err(e) = rootfs::unmount(driver, &merged)
             && !matches!(&e, rootfs::RootfsError::Unmount { source, .. } if source.raw_os_error() == Some(libc::EINVAL) || source.raw_os_error() == Some(libc::ENOENT))
         {
             tracing::warn!("{e}");
@@ -921,6 +925,7 @@ impl Engine {
             if r.status != Status::Exited {
                 return Ok(Next::Nothing);
             }
+        crate::network::remove_netns(&self.container_rundir(&r.id));
             if r.mounted {
                 let rt = self.runtime_for(r)?;
                 self.teardown(r, &rt);

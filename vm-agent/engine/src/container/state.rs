@@ -75,6 +75,10 @@ pub struct ContainerRecord {
     /// The root filesystem is mounted and the runtime still knows the container.
     #[serde(default)]
     pub mounted: bool,
+    /// How its root filesystem is assembled, chosen by probing at its first start and
+    /// kept: each way leaves its upper directory in its own format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rootfs_mount: Option<crate::container::rootfs::MountDriver>,
     /// Why the last start failed, or what happened to a lost monitor.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub error: String,

@@ -9,6 +9,7 @@
 //! New blobs and layers are built under `tmp/` and renamed into place, so a process
 //! killed at any point leaves nothing half-visible.
 
+pub(crate) mod copy;
 pub mod lock;
 
 use std::collections::HashSet;
