@@ -554,3 +554,77 @@ both!(layered_image_keeps_its_tree, |c: &Capsa, _img: &str| {
         assert_eq!(got[&a][3], got[&b][3], "{a} and {b} share an inode");
     }
 });
+
+/// `commit`, `export` and `diff` of a container with its own user namespace see owners
+/// as the container does: a file made by the container's root is owned by 0 in the
+/// committed layer and the export, not by the shifted id it is stored with; a stopped
+/// container's temporary mount uses the shifted layers too (cp reads `/` owned by 0).
+both!(commit_and_export_unshift_owners, |c: &Capsa, img: &str| {
+    if !auto_available(c, "commit_and_export_unshift_owners") {
+        return;
+    }
+    c.ok(&[
+        "run",
+        "--name",
+        "u1",
+        "--userns",
+        "auto",
+        "--network",
+        "none",
+        img,
+        "sh",
+        "-c",
+        "echo made > /made-by-root && mkdir /owned && chown 1000:1000 /owned",
+    ]);
+    let diff = c.ok(&["diff", "u1"]);
+    assert!(diff.lines().any(|l| l == "A /made-by-root"), "{diff}");
+
+    let tar_owners = |bytes: &[u8]| -> Vec<(String, u64, u64)> {
+        let mut ar = tar::Archive::new(bytes);
+        ar.entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let h = e.header();
+                (
+                    e.path().unwrap().display().to_string(),
+                    h.uid().unwrap(),
+                    h.gid().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let out = c.cmd(&["export", "u1"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let entries = tar_owners(&out.stdout);
+    let find = |name: &str| {
+        entries
+            .iter()
+            .find(|(p, ..)| p.trim_end_matches('/') == name)
+            .unwrap_or_else(|| panic!("{name} not in the export"))
+            .clone()
+    };
+    assert_eq!(find("made-by-root"), ("made-by-root".into(), 0, 0));
+    assert_eq!(find("owned"), ("owned".into(), 1000, 1000));
+    assert_eq!(find("bin/busybox").1, 0);
+
+    c.ok(&["commit", "-q", "u1", "localhost/unshifted:1"]);
+    let seen = c.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "localhost/unshifted:1",
+        "stat",
+        "-c",
+        "%u:%g %n",
+        "/made-by-root",
+        "/owned",
+        "/bin/busybox",
+    ]);
+    assert_eq!(
+        seen,
+        "0:0 /made-by-root\n1000:1000 /owned\n0:0 /bin/busybox\n"
+    );
+    c.ok(&["rm", "u1"]);
+});

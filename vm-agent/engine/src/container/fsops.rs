@@ -32,6 +32,7 @@ use rustix::io::Errno;
 use serde_json::{Map, Value, json};
 
 use crate::container::lifecycle::{ContainerError, resolve_user};
+use crate::container::idmap::IdMappings;
 use crate::container::rootfs::{self, MountDriver, RootfsError};
 use crate::container::state::{ContainerRecord, StateError, Status};
 use crate::digest::HashingWriter;
@@ -632,11 +633,14 @@ fn pax_record(out: &mut Vec<u8>, key: &str, value: &[u8]) {
     out.push(b'\n');
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct TarOptions {
     /// Archiving an overlay upper directory: whiteouts become `.wh.` entries, opaque
     /// directories (this xattr prefix) get `.wh..wh..opq`.
     whiteouts: Option<&'static str>,
+    /// A container with its own user namespace: owners are written as the container
+    /// sees them, not as they are stored.
+    owners: Option<IdMappings>,
 }
 
 /// Walks a root and writes what it finds as a tar stream: never following a symlink,
@@ -676,6 +680,17 @@ fn vanished(e: &io::Error) -> bool {
 }
 
 impl<'a, W: Write> Producer<'a, W> {
+    /// A header for `m`, its owner as the container sees it.
+    fn header(&self, m: &Meta, kind: tar::EntryType) -> tar::Header {
+        let mut h = header(m, kind);
+        if let Some(maps) = &self.opts.owners {
+            let to = crate::container::idmap::to_container;
+            h.set_uid(to(&maps.uid_map, m.uid).unwrap_or(m.uid).into());
+            h.set_gid(to(&maps.gid_map, m.gid).unwrap_or(m.gid).into());
+        }
+        h
+    }
+
     fn new(root: &'a Root, out: W, opts: TarOptions) -> Self {
         Producer {
             root,
@@ -746,7 +761,7 @@ impl<'a, W: Write> Producer<'a, W> {
                 };
                 let m = fstat(fd.as_fd())?;
                 self.pax_xattrs(fd.as_fd())?;
-                let mut h = header(&m, tar::EntryType::Directory);
+                let mut h = self.header(&m, tar::EntryType::Directory);
                 self.b.append_data(&mut h, tar_name, io::empty())?;
                 if let Some(prefix) = self.opts.whiteouts
                     && is_opaque_fd(fd.as_fd(), prefix)
@@ -778,13 +793,13 @@ impl<'a, W: Write> Producer<'a, W> {
                 }
                 if m.nlink > 1 {
                     if let Some(first) = self.links.get(&(m.dev, m.ino)).cloned() {
-                        let mut h = header(&m, tar::EntryType::Link);
+                        let mut h = self.header(&m, tar::EntryType::Link);
                         return self.b.append_link(&mut h, tar_name, first);
                     }
                     self.links.insert((m.dev, m.ino), tar_name.to_path_buf());
                 }
                 self.pax_xattrs(fd.as_fd())?;
-                let mut h = header(&m, tar::EntryType::Regular);
+                let mut h = self.header(&m, tar::EntryType::Regular);
                 h.set_size(m.size);
                 let data = Exact {
                     inner: File::from(fd),
@@ -799,7 +814,7 @@ impl<'a, W: Write> Producer<'a, W> {
                     Err(e) if vanished(&e.into()) => return Ok(()),
                     Err(e) => return Err(e.into()),
                 };
-                let mut h = header(&m, tar::EntryType::Symlink);
+                let mut h = self.header(&m, tar::EntryType::Symlink);
                 self.b.append_link(
                     &mut h,
                     tar_name,
@@ -819,7 +834,7 @@ impl<'a, W: Write> Producer<'a, W> {
                     FileType::BlockDevice => tar::EntryType::Block,
                     _ => tar::EntryType::Fifo,
                 };
-                let mut h = header(&m, kind);
+                let mut h = self.header(&m, kind);
                 if kind != tar::EntryType::Fifo {
                     h.set_device_major(rustix::fs::major(m.rdev))?;
                     h.set_device_minor(rustix::fs::minor(m.rdev))?;
@@ -1609,8 +1624,12 @@ impl Engine {
     /// The container's image layers, bottom first.
     pub(crate) fn lowers(&self, rec: &ContainerRecord) -> Result<Vec<PathBuf>, FsError> {
         let img = self.lookup_image(&rec.image_id)?;
-        self.rootfs_lowers(&img)
-            .map_err(|e| EngineError::from(e).into())
+        let lowers = self
+            .rootfs_lowers(&img)
+            .map_err(|e| FsError::from(EngineError::from(e)))?;
+        // The layers a container with its own user namespace runs on: id-shifted.
+        crate::container::idmap::container_lowers(self, rec, lowers)
+            .map_err(|e| FsError::Container(e.into()))
     }
 
     fn xattr_prefix(&self) -> &'static str {
@@ -1941,7 +1960,11 @@ impl Engine {
                 .resolve(Path::new("/"), true)
                 .map_err(io_err(format!("opening {}", merged.display())))?;
             let w = io::BufWriter::with_capacity(256 * 1024, &mut *out);
-            produce(&root, &top, None, TarOptions::default(), w)
+            let opts = TarOptions {
+                owners: rec.config.idmappings.clone(),
+                ..TarOptions::default()
+            };
+            produce(&root, &top, None, opts, w)
                 .and_then(|mut w| w.flush())
                 .map_err(io_err("writing the archive"))
         })
@@ -2224,6 +2247,7 @@ impl Engine {
         }
         let opts = TarOptions {
             whiteouts: Some(self.xattr_prefix()),
+            owners: rec.config.idmappings.clone(),
         };
         self.write_layer(&upper, opts)
     }
@@ -2237,7 +2261,11 @@ impl Engine {
         // The mount in capsa's namespace: the container's own mounts (volumes, tmpfs,
         // the generated /etc files) are not part of it, as they are not of the image.
         self.with_rootfs(rec, |merged| {
-            self.write_layer(merged, TarOptions::default())
+            let opts = TarOptions {
+                owners: rec.config.idmappings.clone(),
+                ..TarOptions::default()
+            };
+            self.write_layer(merged, opts)
         })
     }
 

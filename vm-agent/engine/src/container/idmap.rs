@@ -252,6 +252,13 @@ pub fn to_host(maps: &[IdMap], id: u32) -> Option<u32> {
         .map(|m| m.host + (id - m.container))
 }
 
+/// The id that `id` (in capsa's namespace) has inside the container.
+pub fn to_container(maps: &[IdMap], id: u32) -> Option<u32> {
+    maps.iter()
+        .find(|m| id >= m.host && id - m.host < m.size)
+        .map(|m| m.container + (id - m.host))
+}
+
 /// Half-open ranges of ids.
 type Ranges = Vec<(u64, u64)>;
 
