@@ -59,8 +59,9 @@ pub struct AuthArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    // Boxed: the run/create flags dwarf every other variant.
     #[command(flatten)]
-    Shared(SharedContainerCommand),
+    Shared(Box<SharedContainerCommand>),
     /// List containers
     Ps(PsArgs),
     /// Manage containers
@@ -190,8 +191,9 @@ pub enum ImageCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum ContainerCommand {
+    // Boxed: the run/create flags dwarf every other variant here.
     #[command(flatten)]
-    Shared(SharedContainerCommand),
+    Shared(Box<SharedContainerCommand>),
     /// List containers
     #[command(visible_aliases = ["ls", "list"])]
     Ps(PsArgs),
@@ -463,7 +465,10 @@ mod tests {
             "capsa", "run", "--rm", "-h", "box", "img", "ls", "-l", "--rm",
         ])
         .unwrap();
-        let Command::Shared(SharedContainerCommand::Run(a)) = cli.command else {
+        let Command::Shared(shared) = cli.command else {
+            panic!("not run")
+        };
+        let SharedContainerCommand::Run(a) = *shared else {
             panic!("not run")
         };
         assert!(a.create.rm);

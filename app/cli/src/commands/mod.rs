@@ -78,8 +78,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Image(ImageCommand::Prune(a)) => image::prune(&open(&g)?, a),
         Command::Image(ImageCommand::Exists(a)) => image::exists(&open(&g)?, a),
-        Command::Shared(c) => shared(&g, c, false).await,
-        Command::Container(ContainerCommand::Shared(c)) => shared(&g, c, true).await,
+        Command::Shared(c) => shared(&g, *c, false).await,
+        Command::Container(ContainerCommand::Shared(c)) => shared(&g, *c, true).await,
         Command::Ps(a) | Command::Container(ContainerCommand::Ps(a)) => {
             container::ps(&open(&g)?, a)
         }
