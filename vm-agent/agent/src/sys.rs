@@ -99,7 +99,7 @@ pub fn info(software: &str, protocol_version: u32, pid1: bool) -> InfoReply {
 
 pub fn set_realtime(unix_nanos: u64) -> io::Result<()> {
     let ts = libc::timespec {
-        tv_sec: (unix_nanos / 1_000_000_000) as libc::time_t,
+        tv_sec: (unix_nanos / 1_000_000_000) as _,
         tv_nsec: (unix_nanos % 1_000_000_000) as _,
     };
     // SAFETY: clock_settime reads the timespec we pass.
