@@ -88,9 +88,40 @@ async fn read_events(file: OwnedFd, stop: mpsc::UnboundedSender<Stop>) -> io::Re
     }
 }
 
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// Whether a /proc/PID/stat line is a live user process (not a kernel thread, whose
+/// existence `kill(-1, 0)` would also report, and not a zombie the reaper is about to
+/// collect).
+fn is_live_user_process(stat: &str) -> bool {
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return false;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let (Some(state), Some(flags)) = (fields.first(), fields.get(6)) else {
+        return false;
+    };
+    let flags: u64 = flags.parse().unwrap_or(PF_KTHREAD);
+    *state != "Z" && *state != "X" && flags & PF_KTHREAD == 0
+}
+
 fn anything_left() -> bool {
-    // SAFETY: kill with signal 0 only checks. -1: every process we may signal but us.
-    unsafe { libc::kill(-1, 0) == 0 }
+    let me = std::process::id();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            return false;
+        };
+        pid != me
+            && fs::read_to_string(entry.path().join("stat"))
+                .is_ok_and(|stat| is_live_user_process(&stat))
+    })
 }
 
 async fn wait_for_all(timeout: Duration) -> bool {
@@ -171,6 +202,18 @@ fn unmount_block_filesystems() {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn kernel_threads_and_zombies_do_not_count_as_left() {
+        let user = "42 (sleep) S 1 42 42 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 5 1 1";
+        let kthread = "2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 0 0 0 20 0 1 0 1 0 0";
+        let zombie = "43 (sh) Z 1 43 43 0 -1 4227084 0 0 0 0 0 0 0 0 20 0 1 0 9 0 0";
+        let odd_name = "44 (a) b) R 1 44 44 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 9 0 0";
+        assert!(super::is_live_user_process(user));
+        assert!(!super::is_live_user_process(kthread));
+        assert!(!super::is_live_user_process(zombie));
+        assert!(super::is_live_user_process(odd_name));
+    }
+
     #[test]
     fn block_mounts_skip_root_and_virtual_filesystems() {
         let mountinfo = "\
