@@ -603,7 +603,7 @@ impl Volumes {
             }
             let mut c = crate::store::copy::Copier::default();
             c.copy_children(&src, &data)?;
-            c.copy_meta(&src, &data, &meta);
+            c.copy_meta(&src, &data, &meta)?;
             Ok(true)
         })
     }

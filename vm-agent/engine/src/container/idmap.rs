@@ -12,10 +12,9 @@
 //! What this module does not own: the record format (container::state), the mount itself
 //! (container::rootfs) and the runtime configuration (container::spec).
 
-use std::collections::HashMap;
 use std::fs;
 use std::io;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -23,8 +22,9 @@ use serde::{Deserialize, Serialize};
 use crate::container::spec::{IdMap, SpecOptions};
 use crate::container::state::{ContainerConfig, ContainerRecord};
 use crate::engine::Engine;
-use crate::store::ImageRecord;
+use crate::store::copy::Copier;
 use crate::store::lock::FileLock;
+use crate::store::{ImageRecord, StoreError};
 
 /// containers/storage's `auto_userns_min_size` and `auto_userns_max_size`.
 pub const MIN_AUTO_SIZE: u32 = 1024;
@@ -603,15 +603,32 @@ pub fn shifted_layer(diff: &Path, maps: &IdMappings) -> Result<PathBuf, IdmapErr
     }
     let tmp = cache.join(format!(".tmp-{key}"));
     crate::store::remove_tree(&tmp);
-    let built = Shifter {
-        maps,
-        links: HashMap::new(),
-        warned: false,
-    }
-    .entry(diff, &tmp);
-    if let Err(e) = built {
+    // containers/storage's chown-by-maps: owners moved, everything else kept,
+    // overlayfs' whiteouts and opaque markers included.
+    let map = |uid, gid| Some((to_host(&maps.uid_map, uid)?, to_host(&maps.gid_map, gid)?));
+    let mut copier = Copier::for_layer(Some(&map));
+    if let Err(e) = copier.copy_entry(diff, &tmp) {
         crate::store::remove_tree(&tmp);
-        return Err(e);
+        return Err(match (copier.unmapped.take(), e) {
+            (Some((path, kind, id)), _) => IdmapError::Unmapped { path, kind, id },
+            (
+                None,
+                StoreError::Io {
+                    action,
+                    path,
+                    source,
+                },
+            ) => IdmapError::Io {
+                what: action,
+                path,
+                source,
+            },
+            (None, e) => IdmapError::Io {
+                what: "copying",
+                path: diff.to_path_buf(),
+                source: io::Error::other(e.to_string()),
+            },
+        });
     }
     fs::rename(&tmp, &dest).map_err(io_at("renaming into place", &dest))?;
     Ok(dest)
@@ -633,144 +650,6 @@ pub fn cached_copies(layers_dir: &Path) -> Vec<PathBuf> {
     }
     out.sort();
     out
-}
-
-/// Copies a tree as containers/storage's chown-by-maps does: owners moved by the maps;
-/// modes (set-id bits included), xattrs (overlayfs' whiteout and opaque markers
-/// included), times, hard links, symlinks, device nodes and whiteouts kept.
-struct Shifter<'a> {
-    maps: &'a IdMappings,
-    /// (dev, inode) of a copied file with several links → its copy.
-    links: HashMap<(u64, u64), PathBuf>,
-    warned: bool,
-}
-
-impl Shifter<'_> {
-    fn entry(&mut self, src: &Path, dst: &Path) -> Result<(), IdmapError> {
-        let m = fs::symlink_metadata(src).map_err(io_at("reading", src))?;
-        let unmapped = |kind, id| IdmapError::Unmapped {
-            path: src.to_path_buf(),
-            kind,
-            id,
-        };
-        let uid = to_host(&self.maps.uid_map, m.uid()).ok_or_else(|| unmapped("uid", m.uid()))?;
-        let gid = to_host(&self.maps.gid_map, m.gid()).ok_or_else(|| unmapped("gid", m.gid()))?;
-        let ft = m.file_type();
-        if ft.is_dir() {
-            fs::create_dir(dst).map_err(io_at("creating", dst))?;
-            let mut names: Vec<_> = fs::read_dir(src)
-                .map_err(io_at("reading", src))?
-                .map(|e| e.map(|e| e.file_name()))
-                .collect::<Result<_, _>>()
-                .map_err(io_at("reading", src))?;
-            names.sort();
-            for n in names {
-                self.entry(&src.join(&n), &dst.join(&n))?;
-            }
-        } else if ft.is_file() {
-            let key = (m.dev(), m.ino());
-            if m.nlink() > 1 {
-                if let Some(first) = self.links.get(&key) {
-                    return fs::hard_link(first, dst).map_err(io_at("linking", dst));
-                }
-                self.links.insert(key, dst.to_path_buf());
-            }
-            fs::copy(src, dst).map_err(io_at("copying", src))?;
-        } else if ft.is_symlink() {
-            let target = fs::read_link(src).map_err(io_at("reading", src))?;
-            std::os::unix::fs::symlink(&target, dst).map_err(io_at("creating", dst))?;
-        } else if ft.is_socket() {
-            return Ok(());
-        } else {
-            let kind = if ft.is_fifo() {
-                rustix::fs::FileType::Fifo
-            } else if ft.is_char_device() {
-                rustix::fs::FileType::CharacterDevice
-            } else {
-                rustix::fs::FileType::BlockDevice
-            };
-            let mode = rustix::fs::Mode::from_raw_mode(m.mode() & 0o7777);
-            if let Err(e) = rustix::fs::mknodat(rustix::fs::CWD, dst, kind, mode, m.rdev()) {
-                let whiteout = ft.is_char_device() && m.rdev() == 0;
-                if whiteout || ft.is_fifo() {
-                    return Err(io_at("creating", dst)(e.into()));
-                }
-                // Device nodes need CAP_MKNOD in the initial namespace (the unpacker
-                // skips them rootless for the same reason).
-                tracing::warn!("not copying device {}: {e}", src.display());
-                return Ok(());
-            }
-        }
-        self.meta(src, dst, &m, uid, gid)
-    }
-
-    /// Owner first (chown clears set-id bits and file capabilities), then mode, xattrs
-    /// and times.
-    fn meta(
-        &mut self,
-        src: &Path,
-        dst: &Path,
-        m: &fs::Metadata,
-        uid: u32,
-        gid: u32,
-    ) -> Result<(), IdmapError> {
-        std::os::unix::fs::lchown(dst, Some(uid), Some(gid))
-            .map_err(io_at("changing the owner of", dst))?;
-        let symlink = m.file_type().is_symlink();
-        if !symlink {
-            fs::set_permissions(dst, fs::Permissions::from_mode(m.mode() & 0o7777))
-                .map_err(io_at("setting the mode of", dst))?;
-        }
-        self.xattrs(src, dst, symlink)?;
-        let ts = |s: i64, ns: i64| rustix::fs::Timespec {
-            tv_sec: s,
-            tv_nsec: ns as _,
-        };
-        let times = rustix::fs::Timestamps {
-            last_access: ts(m.atime(), m.atime_nsec()),
-            last_modification: ts(m.mtime(), m.mtime_nsec()),
-        };
-        let _ = rustix::fs::utimensat(
-            rustix::fs::CWD,
-            dst,
-            &times,
-            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-        );
-        Ok(())
-    }
-
-    /// overlayfs' markers must arrive (a lost opaque marker brings deleted files back);
-    /// others (security.capability of a binary in a namespace that cannot set it) are
-    /// dropped with one warning.
-    fn xattrs(&mut self, src: &Path, dst: &Path, symlink: bool) -> Result<(), IdmapError> {
-        let mut names = vec![0u8; 64 * 1024];
-        let n = match rustix::fs::llistxattr(src, &mut names[..]) {
-            Ok(n) => n,
-            Err(rustix::io::Errno::NOTSUP) => return Ok(()),
-            Err(e) => return Err(io_at("listing the xattrs of", src)(e.into())),
-        };
-        let mut value = vec![0u8; 64 * 1024];
-        for name in names[..n].split(|b| *b == 0).filter(|s| !s.is_empty()) {
-            let Ok(name) = std::str::from_utf8(name) else {
-                continue;
-            };
-            let overlay = name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.");
-            let len = rustix::fs::lgetxattr(src, name, &mut value[..])
-                .map_err(|e| io_at("reading the xattrs of", src)(e.into()))?;
-            if let Err(e) =
-                rustix::fs::lsetxattr(dst, name, &value[..len], rustix::fs::XattrFlags::empty())
-            {
-                if overlay && !symlink {
-                    return Err(io_at("setting an overlay xattr on", dst)(e.into()));
-                }
-                if !self.warned {
-                    self.warned = true;
-                    tracing::warn!("not copying xattr {name} of {}: {e}", src.display());
-                }
-            }
-        }
-        Ok(())
-    }
 }
 
 /// At start and exec: the container's maps into the runtime configuration, keep-id's
@@ -876,6 +755,7 @@ fn add_keep_id_entries(merged: &Path, uid: u32, gid: u32, home: &str) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 
     fn m(container: u32, host: u32, size: u32) -> IdMap {
         IdMap {

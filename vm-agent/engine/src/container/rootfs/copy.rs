@@ -49,7 +49,7 @@ pub(super) fn populate(lowers: &[PathBuf], dir: &Path, merged: &Path) -> Result<
     if let Some(top) = lowers.last()
         && let Ok(m) = fs::symlink_metadata(top)
     {
-        c.copy_meta(top, merged, &m);
+        c.copy_meta(top, merged, &m).map_err(err)?;
     }
     fs::write(&done, b"")
         .map_err(io_at("writing", &done))
@@ -57,7 +57,7 @@ pub(super) fn populate(lowers: &[PathBuf], dir: &Path, merged: &Path) -> Result<
 }
 
 /// Applies one layer directory (overlay format) onto a full tree.
-fn apply_layer(c: &mut Copier, src: &Path, dst: &Path) -> Result<(), StoreError> {
+fn apply_layer(c: &mut Copier<'_>, src: &Path, dst: &Path) -> Result<(), StoreError> {
     for e in fs::read_dir(src).map_err(io_at("reading", src))? {
         let e = e.map_err(io_at("reading", src))?;
         let (s, d) = (e.path(), dst.join(e.file_name()));
@@ -80,7 +80,7 @@ fn apply_layer(c: &mut Copier, src: &Path, dst: &Path) -> Result<(), StoreError>
                 None => fs::create_dir(&d).map_err(io_at("creating", &d))?,
             }
             apply_layer(c, &s, &d)?;
-            c.copy_meta(&s, &d, &m);
+            c.copy_meta(&s, &d, &m)?;
         } else {
             if existing.is_some() {
                 remove_tree(&d);
@@ -155,7 +155,7 @@ pub(super) fn synthesize_upper(
     for rel in s.made.iter().rev() {
         let (src, dst) = (rootfs.join(rel), out.join(rel));
         if let Ok(m) = fs::symlink_metadata(&src) {
-            s.copier.copy_meta(&src, &dst, &m);
+            s.copier.copy_meta(&src, &dst, &m).map_err(err)?;
         }
     }
     Ok(view)
@@ -167,7 +167,7 @@ struct Synth<'a> {
     /// Top layer first, as `lower_meta` wants them.
     lowers: Vec<PathBuf>,
     prefix: &'static str,
-    copier: Copier,
+    copier: Copier<'static>,
     /// Directories made in the output, parents first.
     made: Vec<PathBuf>,
 }
@@ -302,7 +302,7 @@ impl Synth<'_> {
             let src = self.rootfs.join(&cur);
             let m = fs::symlink_metadata(&src).map_err(io_at("reading", &src))?;
             fs::create_dir(&o).map_err(io_at("creating", &o))?;
-            self.copier.copy_meta(&src, &o, &m);
+            self.copier.copy_meta(&src, &o, &m)?;
             self.made.push(cur.clone());
         }
         Ok(())
@@ -319,8 +319,7 @@ impl Synth<'_> {
                 let e = e.map_err(io_at("reading", &src))?;
                 self.emit(&rel.join(e.file_name()))?;
             }
-            self.copier.copy_meta(&src, &dst, &m);
-            Ok(())
+            self.copier.copy_meta(&src, &dst, &m)
         } else if m.is_file() && fs::hard_link(&src, &dst).is_ok() {
             Ok(())
         } else {
