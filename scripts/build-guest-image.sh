@@ -7,6 +7,9 @@
 #       -> DIR/capsa-guest-<version>-<arch>/{vmlinuz,initrd.img,rootfs.img,manifest.json}
 #          (--tar also writes DIR/capsa-guest-<version>-<arch>.tar and .tar.sha256, the
 #          release artifact)
+#   scripts/build-guest-image.sh --binaries-only [--arch A] [--out DIR]
+#       -> DIR/capsa-bin-<version>-<arch>/{capsa,capsa-agent,capsa-monitor}: only the
+#          static binaries, smoke-run (under qemu-user for another architecture)
 #   scripts/build-guest-image.sh --floor IMAGE_DIR [--out DIR]
 #       -> DIR (default IMAGE_DIR/../capsa-floor-<arch>)/{vmlinuz,initrd.img,cmdline}: the
 #          same kernel with a busybox initramfs that powers off at once (the boot floor
@@ -25,7 +28,7 @@ msg() { printf 'build-guest-image: %s\n' "$*" >&2; }
 die() { printf 'build-guest-image: error: %s\n' "$1" >&2; [[ -n ${2:-} ]] && printf 'hint: %s\n' "$2" >&2; exit 1; }
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit "${1:-0}"; }
 
-arch=x86_64 out= version= binaries= floor= tar=0
+arch=x86_64 out= version= binaries= floor= tar=0 binaries_only=0
 while (($#)); do
   case $1 in
     --arch) arch=${2:?--arch needs a value}; shift 2 ;;
@@ -34,6 +37,7 @@ while (($#)); do
     --binaries) binaries=${2:?--binaries needs a directory}; shift 2 ;;
     --floor) floor=${2:?--floor needs the image directory}; shift 2 ;;
     --tar) tar=1; shift ;;
+    --binaries-only) binaries_only=1; shift ;;
     -h | --help) usage 0 ;;
     *) msg "unknown argument: $1"; usage 2 ;;
   esac
@@ -107,6 +111,108 @@ if [[ -n $floor ]]; then
   exit 0
 fi
 
+# --- the capsa binaries --------------------------------------------------------------
+# Static musl builds from this workspace (or from --binaries DIR) into directory $1,
+# checked to be static and smoke-run: natively, or under qemu-user for another
+# architecture (the aarch64 binaries are tested that way on an x86_64 host).
+build_binaries() {
+  local dest=$1 b target_dir
+  mkdir -p "$dest"
+  if [[ -n $binaries ]]; then
+    for b in capsa capsa-agent capsa-monitor; do
+      [[ -f $binaries/$b ]] || die "$binaries/$b not found" "build it for $rust_target, or leave --binaries out"
+      cp "$binaries/$b" "$dest/"
+    done
+  else
+    step "cargo build --release --target $rust_target (capsa, capsa-monitor, capsa-agent)"
+    command -v cargo >/dev/null || die "cargo not found" "install Rust with rustup, or pass --binaries DIR"
+    rustup target list --installed 2>/dev/null | grep -qx "$rust_target" ||
+      die "the Rust target $rust_target is not installed" "rustup target add $rust_target"
+    if [[ $arch == aarch64 && $(uname -m) != aarch64 ]]; then
+      # rust-lld links (the musl target brings its own crt and libc); ring's C and
+      # assembly need a C cross compiler.
+      export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=rust-lld
+      command -v aarch64-linux-gnu-gcc >/dev/null ||
+        die "aarch64-linux-gnu-gcc not found (ring's C code needs a cross compiler)" "apt-get install gcc-aarch64-linux-gnu"
+      export CC_aarch64_unknown_linux_musl=aarch64-linux-gnu-gcc AR_aarch64_unknown_linux_musl=aarch64-linux-gnu-ar
+    fi
+    (cd "$repo" && cargo build --release --quiet --target "$rust_target" -p capsa-cli -p capsa-monitor -p capsa-agent) ||
+      die "cargo build for $rust_target failed" "for x86_64 musl, ring needs musl-gcc: apt-get install musl-tools"
+    target_dir=${CARGO_TARGET_DIR:-$repo/target}
+    for b in capsa capsa-agent capsa-monitor; do
+      cp "$target_dir/$rust_target/release/$b" "$dest/"
+    done
+  fi
+  for b in capsa capsa-agent capsa-monitor; do
+    # A dynamic binary would look for a libc the guest does not have where musl wants it.
+    if readelf -l "$dest/$b" 2>/dev/null | grep -q 'Requesting program interpreter'; then
+      die "$dest/$b is dynamically linked" "build it for $rust_target (static musl)"
+    fi
+  done
+  smoke "$dest"
+}
+
+# Runs each binary once: capsa prints its version, capsa-monitor refuses missing
+# arguments with its own error, capsa-agent serves a unix socket whose first frame
+# must be its Hello (9-byte header, then JSON naming the agent).
+smoke() {
+  local dir=$1 run=() tmp out agent_pid rc
+  if [[ $(uname -m) != "$arch" ]]; then
+    command -v "qemu-$arch-static" >/dev/null || {
+      msg "warning: not smoke-running the $arch binaries: qemu-$arch-static not found (apt-get install qemu-user-static)"
+      return 0
+    }
+    run=("qemu-$arch-static")
+  fi
+  step "smoke-running the $arch binaries${run:+ under ${run[0]}}"
+  out=$("${run[@]}" "$dir/capsa" --version 2>&1) || die "capsa --version failed: $out"
+  [[ $out == capsa* ]] || die "capsa --version printed: $out"
+  rc=0; out=$("${run[@]}" "$dir/capsa-monitor" 2>&1) || rc=$?
+  [[ $rc == 125 && $out == *"capsa-monitor: error"* ]] || die "capsa-monitor without arguments: exit $rc, $out"
+  tmp=$(mktemp -d)
+  "${run[@]}" "$dir/capsa-agent" --listen "unix:$tmp/agent.sock" 2>"$tmp/agent.err" &
+  agent_pid=$!
+  rc=0
+  out=$(python3 - "$tmp/agent.sock" <<'EOF2'
+import socket, struct, sys, time
+s = socket.socket(socket.AF_UNIX)
+for _ in range(200):
+    try:
+        s.connect(sys.argv[1])
+        break
+    except OSError:
+        time.sleep(0.05)
+s.settimeout(30)
+b = b""
+while len(b) < 9 or len(b) < 9 + struct.unpack(">I", b[:4])[0]:
+    c = s.recv(65536)
+    if not c:
+        sys.exit("the agent closed the connection before its Hello frame")
+    b += c
+print(b[9:9 + struct.unpack(">I", b[:4])[0]].decode())
+EOF2
+  ) || rc=$?
+  kill "$agent_pid" 2>/dev/null; wait "$agent_pid" 2>/dev/null || true
+  [[ $rc == 0 && $out == *'"capsa-agent'* ]] || die "capsa-agent sent no Hello on its unix socket: $out $(cat "$tmp/agent.err")"
+  rm -rf "$tmp"
+  msg "smoke: $("${run[@]}" "$dir/capsa" --version 2>&1 | head -1); capsa-monitor runs; capsa-agent Hello: ${out:0:100}"
+}
+
+git_rev=$(git -C "$repo" rev-parse --short=8 HEAD 2>/dev/null || echo unknown)
+version=${version:-$(date -u +%Y%m%d)-$git_rev}
+out=${out:-${CARGO_TARGET_DIR:-$repo/target}/guest-image}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+
+if ((binaries_only)); then
+  dest=$out/capsa-bin-$version-$arch
+  rm -rf "$dest"
+  build_binaries "$dest"
+  msg "binaries written to $dest"
+  echo "$dest"
+  exit 0
+fi
+
 # --- the image ---------------------------------------------------------------------
 [[ $(id -u) -eq 0 ]] || die "run as root (mmdebstrap in root mode, device nodes)" "sudo $0 $*"
 for t in mmdebstrap mkfs.erofs cpio depmod; do
@@ -114,16 +220,10 @@ for t in mmdebstrap mkfs.erofs cpio depmod; do
 done
 if [[ $arch != x86_64 && $(uname -m) != "$arch" ]]; then
   [[ -e /proc/sys/fs/binfmt_misc/qemu-$arch ]] ||
-    die "building the $arch image here needs qemu-user-static registered with binfmt_misc (package scripts of a foreign architecture run under it)" \
-      "docs/guest-image.md, section aarch64, says what works without it"
+    die "building the $arch image on $(uname -m) needs qemu-$arch-static registered with binfmt_misc (the packages' maintainer scripts run under it)" \
+      "build and smoke-test the $arch binaries with --binaries-only; docs/guest-image.md (aarch64) says what remains"
 fi
-
-git_rev=$(git -C "$repo" rev-parse --short=8 HEAD 2>/dev/null || echo unknown)
-version=${version:-$(date -u +%Y%m%d)-$git_rev}
 name=capsa-guest-$version-$arch
-out=${out:-${CARGO_TARGET_DIR:-$repo/target}/guest-image}
-mkdir -p "$out"
-out=$(cd "$out" && pwd)
 dest=$out/$name
 msg "building $name in $out"
 
@@ -138,40 +238,9 @@ trap cleanup EXIT
 mount -t tmpfs -o size=4g,mode=0755 tmpfs "$work"
 root=$work/root
 
-# 1. The capsa binaries, static musl builds from this workspace.
+# 1. The capsa binaries.
 bins=$work/bin
-mkdir -p "$bins"
-if [[ -n $binaries ]]; then
-  for b in capsa capsa-agent capsa-monitor; do
-    [[ -f $binaries/$b ]] || die "$binaries/$b not found" "build it for $rust_target, or leave --binaries out"
-    cp "$binaries/$b" "$bins/"
-  done
-else
-  step "cargo build --release --target $rust_target (capsa, capsa-monitor, capsa-agent)"
-  command -v cargo >/dev/null || die "cargo not found" "install Rust with rustup, or pass --binaries DIR"
-  rustup target list --installed 2>/dev/null | grep -qx "$rust_target" ||
-    die "the Rust target $rust_target is not installed" "rustup target add $rust_target"
-  if [[ $arch == aarch64 && $(uname -m) != aarch64 ]]; then
-    # rust-lld links (the musl target brings its own crt and libc); ring's C and
-    # assembly need a C cross compiler.
-    export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=rust-lld
-    command -v aarch64-linux-gnu-gcc >/dev/null ||
-      die "aarch64-linux-gnu-gcc not found (ring's C code needs a cross compiler)" "apt-get install gcc-aarch64-linux-gnu"
-    export CC_aarch64_unknown_linux_musl=aarch64-linux-gnu-gcc AR_aarch64_unknown_linux_musl=aarch64-linux-gnu-ar
-  fi
-  (cd "$repo" && cargo build --release --quiet --target "$rust_target" -p capsa-cli -p capsa-monitor -p capsa-agent) ||
-    die "cargo build for $rust_target failed" "for x86_64 musl, ring needs musl-gcc: apt-get install musl-tools"
-  target_dir=${CARGO_TARGET_DIR:-$repo/target}
-  for b in capsa capsa-agent capsa-monitor; do
-    cp "$target_dir/$rust_target/release/$b" "$bins/"
-  done
-fi
-for b in capsa capsa-agent capsa-monitor; do
-  # A dynamic binary would look for a libc the guest does not have where musl wants it.
-  if readelf -l "$bins/$b" 2>/dev/null | grep -q 'Requesting program interpreter'; then
-    die "$bins/$b is dynamically linked" "build it for $rust_target (static musl)"
-  fi
-done
+build_binaries "$bins"
 
 # 2. The root filesystem, kernel included, in one mmdebstrap run.
 mirror=${CAPSA_DEBIAN_MIRROR:-}

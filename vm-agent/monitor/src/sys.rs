@@ -371,7 +371,7 @@ pub fn recv_fd(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = mem::size_of_val(&control);
+    msg.msg_controllen = mem::size_of_val(&control) as _; // socklen_t on musl, usize on glibc
     retry(|| {
         // SAFETY: `msg` points at live buffers of the stated sizes.
         cvt_size(unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) })
