@@ -2700,6 +2700,7 @@ mod tests {
         let top = upper.resolve(Path::new("/"), true).unwrap();
         let opts = TarOptions {
             whiteouts: Some("trusted."),
+            ..TarOptions::default()
         };
         let tar = produce(&upper, &top, None, opts, Vec::new()).unwrap();
         let names = entry_names(&tar);
