@@ -522,3 +522,71 @@ fn boot_timeout_shows_the_console() {
         serde_json::from_str(&t.ok(&["machine", "ls", "--format", "json"])).unwrap();
     assert_eq!(json[0]["Running"], false);
 }
+
+/// The ext4 UUID of a data disk (superblock at 1024, magic at +56, UUID at +104).
+fn ext4_uuid(disk: &Path) -> Option<[u8; 16]> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(disk).ok()?;
+    let mut sb = [0u8; 1024];
+    f.seek(SeekFrom::Start(1024)).ok()?;
+    f.read_exact(&mut sb).ok()?;
+    (sb[56..58] == [0x53, 0xef]).then(|| sb[104..120].try_into().unwrap())
+}
+
+/// End to end with the real guest image (scripts/build-guest-image.sh; its directory in
+/// CAPSA_TEST_GUEST_IMAGE): init, start until the agent's Hello, stop through the
+/// agent, start again with the data disk kept, kill QEMU, recover.
+#[test]
+fn real_guest_image_end_to_end() {
+    let Some(img) = std::env::var_os("CAPSA_TEST_GUEST_IMAGE") else {
+        println!(
+            "SKIP real_guest_image_end_to_end: CAPSA_TEST_GUEST_IMAGE is not set (scripts/build-guest-image.sh builds one)"
+        );
+        return;
+    };
+    if capsa_core::qemu::find_program("qemu-system-x86_64").is_none() {
+        println!("SKIP real_guest_image_end_to_end: qemu-system-x86_64 is not installed");
+        return;
+    }
+    let t = Machines::new();
+    let img = img.to_string_lossy().into_owned();
+    t.ok(&[
+        "machine",
+        "init",
+        "--image",
+        &img,
+        "--cpus",
+        "2",
+        "--memory",
+        "1024",
+        "--disk-size",
+        "2",
+    ]);
+    let o = t.run(&["machine", "start"]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("Installing the SSH key"),
+        "the agent's Hello made it ready: {err}"
+    );
+    assert!(!err.contains("WARN: installing"), "{err}");
+    let o = t.run(&["machine", "stop"]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("the guest powered off"), "{err}");
+    let disk = t.machine_dir("capsa-default").join("data.img");
+    let uuid = ext4_uuid(&disk).expect("the guest formatted its data disk");
+
+    t.ok(&["machine", "start"]);
+    assert_eq!(ext4_uuid(&disk), Some(uuid), "data disk kept");
+    let pid = pid_of(&t, "capsa-default");
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    std::thread::sleep(Duration::from_millis(500));
+    let json: serde_json::Value =
+        serde_json::from_str(&t.ok(&["machine", "ls", "--format", "json"])).unwrap();
+    assert_eq!(json[0]["Running"], false);
+    let err = String::from_utf8_lossy(&t.run(&["machine", "start"]).stderr).into_owned();
+    assert!(err.contains("started successfully"), "{err}");
+    assert_eq!(ext4_uuid(&disk), Some(uuid), "data disk kept after a kill");
+    t.ok(&["machine", "stop"]);
+}

@@ -19,3 +19,5 @@ pub mod qmp;
 #[cfg(unix)]
 pub mod process;
 pub mod transport;
+#[cfg(target_os = "macos")]
+pub mod vz;

@@ -41,11 +41,25 @@ pub struct Progress {
 }
 
 fn client() -> Result<reqwest::Client, reqwest::Error> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
+    tls::backend(reqwest::Client::builder())
         .connect_timeout(Duration::from_secs(30))
         .read_timeout(Duration::from_secs(60))
         .build()
+}
+
+#[cfg(not(target_os = "macos"))]
+mod tls {
+    pub fn backend(b: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        b
+    }
+}
+
+#[cfg(target_os = "macos")]
+mod tls {
+    pub fn backend(b: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+        b.tls_backend_native()
+    }
 }
 
 /// Downloads `url` into `cache_dir` (once: a verified copy is reused) and returns the

@@ -38,13 +38,15 @@ if [ "$($B cat /proc/cmdline | $B grep -o 'capsa.floor=poweroff')" ]; then
   echo "capsa-init: powering off"
   $B poweroff -f
 fi
-echo "capsa-agent: ready"
 for e in /sys/class/input/event*; do
   if [ "$($B cat $e/device/name 2>/dev/null)" = "Power Button" ]; then
+    echo "capsa-init: power button is ${e##*/}"
     ( $B dd if=/dev/input/${e##*/} bs=24 count=1 >/dev/null 2>&1
       echo "capsa-init: power button"; $B sync; $B poweroff -f ) &
   fi
 done
+# Ready only once the power button is watched: a stop right after must not be lost.
+echo "capsa-agent: ready"
 while :; do $B sleep 3600; done
 "#;
 
@@ -83,11 +85,22 @@ pub fn static_busybox() -> Option<PathBuf> {
     ["/bin/busybox", "/usr/bin/busybox"]
         .into_iter()
         .map(PathBuf::from)
-        .find(|p| {
-            fs::read(p)
-                .map(|b| !b.windows(13).any(|w| w == b"ld-linux-x86-") && !b.is_empty())
-                .unwrap_or(false)
-        })
+        .find(|p| fs::read(p).is_ok_and(|b| is_static_elf64(&b)))
+}
+
+/// A 64-bit ELF without a PT_INTERP program header needs no dynamic loader.
+fn is_static_elf64(b: &[u8]) -> bool {
+    if b.len() < 64 || &b[..4] != b"\x7fELF" || b[4] != 2 {
+        return false;
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as usize;
+    let phoff = u64::from_le_bytes(b[0x20..0x28].try_into().unwrap()) as usize;
+    let (phentsize, phnum) = (u16_at(0x36), u16_at(0x38));
+    (0..phnum).all(|i| {
+        let o = phoff + i * phentsize;
+        b.get(o..o + 4)
+            .is_some_and(|t| u32::from_le_bytes(t.try_into().unwrap()) != 3)
+    })
 }
 
 /// Writes the floor guest image into `dir` (a directory in the contract's format).
