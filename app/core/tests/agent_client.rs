@@ -82,9 +82,17 @@ impl TestAgent {
     }
 
     async fn client(&self) -> Client {
-        Client::connect(&UnixTransport::new(&self.socket), ClientOptions::default())
-            .await
-            .expect("connect and handshake")
+        // The socket file appears at bind(), a moment before listen(): retry refusals.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match Client::connect(&UnixTransport::new(&self.socket), ClientOptions::default()).await
+            {
+                Err(ClientError::Connect { .. }) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                result => return result.expect("connect and handshake"),
+            }
+        }
     }
 }
 
