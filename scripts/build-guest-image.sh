@@ -62,7 +62,7 @@ step() {
 
 # A cpio (newc) of directory $1 into file $2, owned by root.
 make_cpio() {
-  (cd "$1" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) >"$2"
+  (cd "$1" && find . -mindepth 1 | sed 's|^\./||' | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) >"$2"
 }
 
 # Busybox with its applets linked, /dev/console (the kernel opens it for init's stdio
@@ -97,7 +97,7 @@ if [[ -n $floor ]]; then
   trap 'rm -rf "$work"' EXIT
   # The busybox of the image's own initrd, so the floor needs nothing else.
   mkdir -p "$work/x"
-  (cd "$work/x" && cpio -i --quiet --no-absolute-filenames bin/busybox <"$floor/initrd.img") ||
+  (cd "$work/x" && cpio -i --quiet --make-directories --no-absolute-filenames '*bin/busybox' <"$floor/initrd.img") ||
     die "cannot extract busybox from $floor/initrd.img"
   mkdir -p "$work/initrd"
   initrd_base "$work/initrd" "$work/x/bin/busybox"
