@@ -329,6 +329,35 @@ fn run_flags(rec: &ContainerRecord, img: &ImageDefaults) -> Vec<Flag> {
     if c.init {
         out.push(flag(&["--init"], Some(("RunInit", "true"))));
     }
+    for (name, soft, hard) in &c.ulimits {
+        let v = format!("{name}={soft}:{hard}");
+        out.push(flag(&["--ulimit", &v], Some(("Ulimit", &v))));
+    }
+    for (k, v) in &c.sysctls {
+        let kv = format!("{k}={v}");
+        out.push(flag(&["--sysctl", &kv], Some(("Sysctl", &kv))));
+    }
+    if let Some(size) = c.shm_size {
+        out.push(flag(&["--shm-size", &size.to_string()], None));
+    }
+    for g in &c.group_add {
+        out.push(flag(&["--group-add", g], None));
+    }
+    if !c.timezone.is_empty() {
+        out.push(flag(
+            &["--tz", &c.timezone],
+            Some(("Timezone", &c.timezone)),
+        ));
+    }
+    for (opt, ns) in [
+        ("--pid", &c.pid_ns),
+        ("--ipc", &c.ipc_ns),
+        ("--uts", &c.uts_ns),
+    ] {
+        if !ns.is_empty() {
+            out.push(flag(&[opt, ns], None));
+        }
+    }
     let default_signal = if img.stop_signal.is_empty() {
         "SIGTERM"
     } else {

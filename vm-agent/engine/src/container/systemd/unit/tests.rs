@@ -470,6 +470,14 @@ fn every_config_field_is_considered() {
         "pids_limit",
         "preserve_fds",
         "annotations",
+        "ulimits",
+        "sysctls",
+        "shm_size",
+        "group_add",
+        "timezone",
+        "pid_ns",
+        "ipc_ns",
+        "uts_ns",
         // Set by the unit: Restart=, --rm, --sdnotify.
         "restart_policy",
         "restart_max",
@@ -483,4 +491,60 @@ fn every_config_field_is_considered() {
         fields, known,
         "teach container::systemd::unit about the new field"
     );
+}
+
+/// The process and namespace options of `run` come back in both unit forms: as flags
+/// of the `run` line, and as Quadlet keys where Quadlet has one (else PodmanArgs).
+#[test]
+fn limits_sysctls_timezone_and_namespaces() {
+    let mut rec = record();
+    let c = &mut rec.config;
+    c.ulimits = vec![("nofile".into(), 1024, 2048)];
+    c.sysctls.insert("net.ipv4.ip_forward".into(), "1".into());
+    c.shm_size = Some(134217728);
+    c.group_add = vec!["wheel".into()];
+    c.timezone = "Europe/Paris".into();
+    c.pid_ns = "host".into();
+    c.uts_ns = "host".into();
+    let mut o = opts();
+    o.new = true;
+    o.no_header = true;
+    let u = service(&rec, &image(), &store(), &o).unwrap();
+    for f in [
+        "--ulimit nofile=1024:2048",
+        "--sysctl net.ipv4.ip_forward=1",
+        "--shm-size 134217728",
+        "--group-add wheel",
+        "--tz Europe/Paris",
+        "--pid host",
+        "--uts host",
+    ] {
+        assert!(u.text.contains(f), "{f} missing from:\n{}", u.text);
+    }
+    assert!(!u.text.contains("--ipc"), "{}", u.text);
+    let q = quadlet(&rec, &image(), &opts()).unwrap();
+    for line in [
+        "Ulimit=nofile=1024:2048",
+        "Sysctl=net.ipv4.ip_forward=1",
+        "Timezone=Europe/Paris",
+    ] {
+        assert!(
+            q.text.lines().any(|l| l == line),
+            "{line} missing from:\n{}",
+            q.text
+        );
+    }
+    let args = q
+        .text
+        .lines()
+        .find(|l| l.starts_with("PodmanArgs="))
+        .unwrap();
+    for f in [
+        "--shm-size 134217728",
+        "--group-add wheel",
+        "--pid host",
+        "--uts host",
+    ] {
+        assert!(args.contains(f), "{f} missing from {args}");
+    }
 }
