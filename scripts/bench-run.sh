@@ -4,6 +4,9 @@
 #   run --rm busybox true | create | start | exec CTR true | ps (0 running) | ps (20 running)
 # and the resident memory of capsa-monitor against conmon's (mean over 20 containers).
 #   sudo scripts/bench-run.sh [RUNS]          (default 15 runs of each)
+# BENCH_ONLY=run measures only `run --rm` (network changes); BENCH_BIN_DIR=DIR takes
+# capsa and capsa-monitor from DIR instead of building them (to compare two builds);
+# CARGO_TARGET_DIR is honoured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,6 +37,10 @@ if [[ ${1:-} == --inner ]]; then
     t p run --rm "${pl[@]}" "$image" true >>"$d/run.p"
   done
   row "run --rm true" "$d/run.c" "$d/run.p"
+  if [[ ${BENCH_ONLY:-} == run ]]; then
+    rm -rf "$d"
+    exit 0
+  fi
   for i in $(seq "$runs"); do
     t c create --name "cs$i" "$image" true >>"$d/create.c"
     t p create "${pl[@]}" --name "ps$i" "$image" true >>"$d/create.p"
@@ -79,10 +86,14 @@ runs=${1:-15}
 msg() { printf 'bench: %s\n' "$*" >&2; }
 export PATH=$HOME/.cargo/bin:$PATH
 scripts/setup.sh --test >/dev/null
-cargo build --release -q --bin capsa --bin capsa-monitor
+bin=${BENCH_BIN_DIR:-}
+if [[ -z $bin ]]; then
+  cargo build --release -q --bin capsa --bin capsa-monitor
+  bin=${CARGO_TARGET_DIR:-target}/release
+fi
 work=$(mktemp -d /tmp/capsa-bench-run.XXXXXX)
 chmod 0755 "$work"
-cp target/release/capsa target/release/capsa-monitor "$work/"
+cp "$bin/capsa" "$bin/capsa-monitor" "$work/"
 trap 'scripts/test-registry.sh stop "$work/reg" >/dev/null 2>&1 || true' EXIT
 scripts/test-registry.sh start anon "$work/reg" >/dev/null
 # shellcheck disable=SC1091
@@ -104,6 +115,6 @@ self=$PWD/scripts/bench-run.sh
 "$self" --inner root "$runs" "$work" "$REGISTRY/busybox:latest" "$work/capsa"
 uid=$(id -u "$user")
 runuser -u "$user" -- env HOME="$work/rootless" XDG_RUNTIME_DIR="/run/user/$uid" \
-  CONTAINERS_REGISTRIES_CONF="$CONTAINERS_REGISTRIES_CONF" PATH="$PATH" \
+  CONTAINERS_REGISTRIES_CONF="$CONTAINERS_REGISTRIES_CONF" PATH="$PATH" BENCH_ONLY="${BENCH_ONLY:-}" \
   "$self" --inner rootless "$runs" "$work" "$REGISTRY/busybox:latest" "$work/capsa"
 rm -rf "$work/root" 2>/dev/null || true

@@ -620,9 +620,26 @@ impl Engine {
                 if o.status != Status::Running || o.pid <= 0 {
                     return Err(ContainerError::NotRunning(other.clone()));
                 }
-                NetworkNs::Path(format!("/proc/{}/ns/net", o.pid))
+                // The namespace file outlives a pid that could be reused.
+                match crate::network::netns_file(&self.container_rundir(&o.id)) {
+                    Some(p) => NetworkNs::Path(p.to_string_lossy().into_owned()),
+                    None => NetworkNs::Path(format!("/proc/{}/ns/net", o.pid)),
+                }
             }
             _ => NetworkNs::Private,
+        };
+        // A namespace of ours, so the helper can configure it while the runtime creates
+        // the container. A container with its own user namespace needs a network
+        // namespace that namespace owns (for sysfs), made by the runtime: the helper
+        // follows `crun create` then.
+        let net_err = |e: crate::network::NetworkError| ContainerError::Invalid(e.to_string());
+        let netns = match helper {
+            Some(_) if so.user_ns.is_none() => {
+                let (path, ns) = crate::network::create_netns(&rundir).map_err(net_err)?;
+                so.network = NetworkNs::Path(path.to_string_lossy().into_owned());
+                Some(ns)
+            }
+            _ => None,
         };
         if r.config.hostname.is_empty() {
             so.hostname = crate::network::default_hostname(&mode, &r.id);
@@ -652,13 +669,24 @@ impl Engine {
         let bytes = serde_json::to_vec_pretty(&spec).expect("a spec serialises");
         fs::write(cdir.join("config.json"), bytes)
             .map_err(io_err(format!("writing {}/config.json", cdir.display())))?;
-        let pid = self.spawn_monitor(r, rt, monitor, cdir, &rundir)?;
+        let starting = match (helper, &netns) {
+            (Some(h), Some(ns)) => Some(
+                crate::network::start(h, std::os::fd::AsFd::as_fd(ns), &r.config.ports, &rundir)
+                    .map_err(net_err)?,
+            ),
+            _ => None,
+        };
+        let spawned = self.spawn_monitor(r, rt, monitor, cdir, &rundir);
+        // Recorded even when the monitor failed, so the teardown stops the helper.
+        if let Some(s) = starting {
+            r.net = Some(s.finish().map_err(net_err)?);
+        }
+        let pid = spawned?;
         r.pid = pid;
-        if let Some(h) = helper {
-            r.net = Some(
-                crate::network::setup(h, pid, &r.config.ports, &rundir)
-                    .map_err(|e| ContainerError::Invalid(e.to_string()))?,
-            );
+        if let Some(h) = helper
+            && r.net.is_none()
+        {
+            r.net = Some(crate::network::setup(h, pid, &r.config.ports, &rundir).map_err(net_err)?);
         }
         on_created(&rundir)?;
         rt.run("start", &r.id, &rt.start_args(&r.id))?;
@@ -896,6 +924,7 @@ impl Engine {
         if let Some(net) = r.net.take() {
             crate::network::teardown(&net);
         }
+        crate::network::remove_netns(&self.container_rundir(&r.id));
         let merged = self.container_dir(&r.id).join("merged");
         let driver = r.rootfs_mount.unwrap_or(rootfs::MountDriver::Overlay);
         if let Err(e) = rootfs::unmount(driver, &merged)
@@ -925,7 +954,6 @@ impl Engine {
             if r.status != Status::Exited {
                 return Ok(Next::Nothing);
             }
-        crate::network::remove_netns(&self.container_rundir(&r.id));
             if r.mounted {
                 let rt = self.runtime_for(r)?;
                 self.teardown(r, &rt);

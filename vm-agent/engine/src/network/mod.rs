@@ -7,15 +7,20 @@
 //!    [`ports::assign_host_ports`] so random host ports are fixed in the record.
 //! 2. Before `crun create`: [`select_helper`] (private mode only), then
 //!    [`files::write`] (with [`files::FileOptions::from_flags`]) into a per-container
-//!    directory; the spec gets the returned mounts ([`files::FileMount::oci`]) and
-//!    [`NetworkMode::spec_netns`].
-//! 3. After `crun create` reported the container's pid, before `crun start`: [`setup`]
-//!    attaches pasta or slirp4netns to `/proc/<pid>/ns/net` and publishes the ports.
-//!    It returns the helper's pid, which the record keeps.
-//! 4. The helper exits by itself when the container's process does (slirp4netns through
-//!    `--exit-fd` on a pidfd of the container; pasta, which cannot notice it in the
-//!    version Debian 12 ships, through a small watcher, see `watch`). Cleanup calls
-//!    [`teardown`] anyway.
+//!    directory; the spec gets the returned mounts ([`files::FileMount::oci`]).
+//! 3. Still before `crun create`: [`create_netns`] makes the namespace and mounts it on
+//!    `<rundir>/netns`, which the spec joins, and [`start`] starts the helper on it.
+//!    The runtime creates the container while the helper configures the namespace;
+//!    [`Starting::finish`] waits for the helper before `crun start` and returns its
+//!    pid, which the record keeps. (A container with its own user namespace lets the
+//!    runtime make the namespace, so the namespace belongs to it; [`setup`] attaches
+//!    the helper to `/proc/<pid>/ns/net` after `crun create` instead.)
+//! 4. The teardown (the container's cleanup) stops the helper with [`teardown`] and
+//!    removes the namespace file with [`remove_netns`]. Neither helper notices by
+//!    itself that the container's processes exited: the namespace outlives them.
+//!
+//! UDP ports a helper cannot answer through go through a forwarder of ours (`udpfwd`)
+//! that lives as long as the helper.
 //!
 //! User-defined networks (bridges, DNS between containers) are not here yet.
 
@@ -24,9 +29,10 @@ pub mod ports;
 
 mod addrs;
 mod detach;
+mod netns;
 mod pasta;
 mod slirp;
-mod watch;
+mod udpfwd;
 
 #[cfg(test)]
 mod tests;
@@ -34,7 +40,7 @@ mod tests;
 use std::fmt;
 use std::fs;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -60,6 +66,26 @@ pub enum NetworkError {
         "neither pasta nor slirp4netns found in $PATH, a private network needs one (hint: install the passt package, or slirp4netns)"
     )]
     NoHelper,
+    #[error("creating a network namespace at {path}")]
+    CreateNetns {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "publishing {addr}/udp: {source} (hint: is another program using that host port? `ss -lnup` shows who listens)"
+    )]
+    Publish {
+        addr: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("starting capsa's udp forwarder for {helper}")]
+    Forwarder {
+        helper: Helper,
+        #[source]
+        source: io::Error,
+    },
     #[error("opening the network namespace of process {pid}")]
     Netns {
         pid: i32,
@@ -333,10 +359,112 @@ pub fn check_ports(helper: Helper, ports: &[PortMapping]) -> Result<(), NetworkE
     Ok(())
 }
 
-/// Connects the network namespace of `pid` (a container created with a new, private
-/// namespace, not started yet) to the host through `helper`, publishing `ports`.
-/// `rundir` is the container's per-run directory: the helper's pid file, log and API
-/// socket go there. The helper exits by itself when `pid` exits.
+/// Makes the private network namespace of a container and mounts it on
+/// `<rundir>/netns`; returns that path (for the spec) and an open descriptor (for
+/// [`start`]).
+pub fn create_netns(rundir: &Path) -> Result<(PathBuf, OwnedFd), NetworkError> {
+    let path = rundir.join(netns::FILE);
+    let fd = netns::create(&path).map_err(|source| NetworkError::CreateNetns {
+        path: path.clone(),
+        source,
+    })?;
+    Ok((path, fd))
+}
+
+/// The namespace [`create_netns`] mounted in `rundir`, if it is there.
+pub fn netns_file(rundir: &Path) -> Option<PathBuf> {
+    let path = rundir.join(netns::FILE);
+    netns::is_netns(&path).then_some(path)
+}
+
+/// Unmounts and deletes the namespace file of `rundir`; idempotent.
+pub fn remove_netns(rundir: &Path) {
+    netns::remove(&rundir.join(netns::FILE));
+}
+
+/// A helper configuring a namespace; [`Starting::finish`] waits until it is ready.
+pub struct Starting {
+    helper: Helper,
+    inner: StartingHelper,
+    netns: OwnedFd,
+    forwards: Vec<(std::net::UdpSocket, u16)>,
+}
+
+enum StartingHelper {
+    Pasta(pasta::Starting),
+    Slirp4netns(slirp::Starting),
+}
+
+/// Starts `helper` on the namespace `netns` (a private one, whose processes may not
+/// exist yet) and returns without waiting for it. The host sockets of the UDP ports
+/// capsa forwards itself are bound here, so a busy port fails at once. `rundir` is the
+/// container's per-run directory: the helper's pid file, log and API socket go there.
+pub fn start(
+    helper: Helper,
+    netns: BorrowedFd<'_>,
+    ports: &[PortMapping],
+    rundir: &Path,
+) -> Result<Starting, NetworkError> {
+    check_ports(helper, ports)?;
+    let (own, forwarded) = udpfwd::split(helper, ports);
+    let mut forwards = Vec::new();
+    for f in &forwarded {
+        let sock = udpfwd::bind(f).map_err(|source| NetworkError::Publish {
+            addr: match f.host_addr {
+                Some(std::net::IpAddr::V6(a)) => format!("[{a}]:{}", f.host_port),
+                Some(a) => format!("{a}:{}", f.host_port),
+                None => format!("*:{}", f.host_port),
+            },
+            source,
+        })?;
+        forwards.push((sock, f.container_port));
+    }
+    let netns = netns
+        .try_clone_to_owned()
+        .map_err(|source| NetworkError::Spawn { helper, source })?;
+    let inner = match helper {
+        Helper::Pasta => StartingHelper::Pasta(pasta::spawn(netns.as_fd(), &own, rundir)?),
+        Helper::Slirp4netns => {
+            StartingHelper::Slirp4netns(slirp::spawn(netns.as_fd(), &own, rundir)?)
+        }
+    };
+    Ok(Starting {
+        helper,
+        inner,
+        netns,
+        forwards,
+    })
+}
+
+impl Starting {
+    /// Waits until the helper has configured the namespace and published the ports,
+    /// then starts the UDP forwarder if one is needed.
+    pub fn finish(self) -> Result<HelperProcess, NetworkError> {
+        let helper = self.helper;
+        let pid = match self.inner {
+            StartingHelper::Pasta(p) => p.finish()?,
+            StartingHelper::Slirp4netns(s) => s.finish()?,
+        };
+        let proc = HelperProcess {
+            helper,
+            pid,
+            start_time: crate::userns::start_time(pid).unwrap_or_default(),
+        };
+        if !self.forwards.is_empty() {
+            let started = detach::pidfd_open(pid)
+                .and_then(|fd| udpfwd::start(self.netns.as_fd(), fd.as_fd(), &self.forwards));
+            if let Err(source) = started {
+                teardown(&proc);
+                return Err(NetworkError::Forwarder { helper, source });
+            }
+        }
+        Ok(proc)
+    }
+}
+
+/// Connects the network namespace of `pid` (a process with a new, private namespace,
+/// such as a container created but not started) to the host through `helper`,
+/// publishing `ports`; waits until it is ready. The helper runs until [`teardown`].
 pub fn setup(
     helper: Helper,
     pid: i32,
@@ -345,17 +473,7 @@ pub fn setup(
 ) -> Result<HelperProcess, NetworkError> {
     check_ports(helper, ports)?;
     let netns = open_netns(pid)?;
-    let container =
-        detach::pidfd_open(pid).map_err(|source| NetworkError::Netns { pid, source })?;
-    let helper_pid = match helper {
-        Helper::Pasta => pasta::start(netns.as_fd(), container.as_fd(), ports, rundir)?,
-        Helper::Slirp4netns => slirp::start(netns.as_fd(), container.as_fd(), ports, rundir)?,
-    };
-    Ok(HelperProcess {
-        helper,
-        pid: helper_pid,
-        start_time: crate::userns::start_time(helper_pid).unwrap_or_default(),
-    })
+    start(helper, netns.as_fd(), ports, rundir)?.finish()
 }
 
 /// Opens `/proc/<pid>/ns/net`, refusing our own namespace: pasta and slirp4netns would

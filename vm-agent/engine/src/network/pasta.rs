@@ -12,19 +12,24 @@
 //! - an `-t` spec with a range fails only when no port of it could be bound, so each
 //!   port gets its own spec (any busy port is an error);
 //! - it quits when a namespace file given with `--netns` is deleted, never when the
-//!   namespace's processes exit (see `watch`);
+//!   namespace's processes exit, and it keeps the namespace alive itself: capsa stops
+//!   it in the container's teardown;
 //! - no `--map-guest-addr`, no `--map-host-loopback`: with `--no-map-gw` (as Podman
-//!   passes it) the container cannot reach the host's loopback.
+//!   passes it) the container cannot reach the host's loopback;
+//! - UDP replies to a published port whose host and container numbers differ are
+//!   lost: the reply leaves from the container's port number (or not at all), with any
+//!   `-u` form (`H:C`, `ADDR/H:C`) and any client address. Those ports go through
+//!   capsa's own forwarder instead (see `udpfwd`).
 
 use std::fs;
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 
-use super::{Helper, NetworkError, PortMapping, Protocol, stderr_text, watch};
+use super::{Helper, NetworkError, PortMapping, Protocol, stderr_text};
 
 /// The address in the container that pasta answers DNS queries on, forwarding them to
 /// the host's first resolver (Podman uses the same one).
@@ -90,20 +95,21 @@ fn hint_for(detail: &str) -> String {
     }
 }
 
-/// Starts pasta for the namespace `netns` of the process `container` (a pidfd);
-/// returns the pid of the pasta daemon.
-pub(crate) fn start(
+/// pasta while it configures the namespace and binds the ports; [`Starting::finish`]
+/// waits for it.
+pub(crate) struct Starting {
+    child: Child,
+    pid_file: PathBuf,
+}
+
+/// Starts pasta for the namespace `netns` and returns at once, so the runtime can
+/// create the container meanwhile.
+pub(crate) fn spawn(
     netns: BorrowedFd<'_>,
-    container: BorrowedFd<'_>,
     ports: &[PortMapping],
     rundir: &Path,
-) -> Result<i32, NetworkError> {
+) -> Result<Starting, NetworkError> {
     let helper = Helper::Pasta;
-    let failed = |detail: String| NetworkError::Failed {
-        helper,
-        hint: hint_for(&detail),
-        detail,
-    };
     let pid_file = rundir.join("pasta.pid");
     let _ = fs::remove_file(&pid_file);
     let mut cmd = Command::new(helper.binary());
@@ -126,34 +132,39 @@ pub(crate) fn start(
         });
     }
     tracing::debug!(?cmd, "starting pasta");
-    let out = cmd.output().map_err(|source| match source.kind() {
+    let child = cmd.spawn().map_err(|source| match source.kind() {
         io::ErrorKind::NotFound => NetworkError::NotFound(helper),
         _ => NetworkError::Spawn { helper, source },
     })?;
-    if !out.status.success() {
-        return Err(failed(format!(
-            "{}: {}",
-            out.status,
-            stderr_text(&out.stderr)
-        )));
+    Ok(Starting { child, pid_file })
+}
+
+impl Starting {
+    /// Waits until pasta has daemonized (the namespace configured, the ports bound);
+    /// returns the daemon's pid.
+    pub(crate) fn finish(self) -> Result<i32, NetworkError> {
+        let helper = Helper::Pasta;
+        let failed = |detail: String| NetworkError::Failed {
+            helper,
+            hint: hint_for(&detail),
+            detail,
+        };
+        let out = self
+            .child
+            .wait_with_output()
+            .map_err(|source| NetworkError::Spawn { helper, source })?;
+        if !out.status.success() {
+            return Err(failed(format!(
+                "{}: {}",
+                out.status,
+                stderr_text(&out.stderr)
+            )));
+        }
+        fs::read_to_string(&self.pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+            .ok_or_else(|| failed(format!("it wrote no pid to {}", self.pid_file.display())))
     }
-    let pid = fs::read_to_string(&pid_file)
-        .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok())
-        .ok_or_else(|| failed(format!("it wrote no pid to {}", pid_file.display())))?;
-    let pasta = super::detach::pidfd_open(pid)
-        .map_err(|e| failed(format!("the daemon (pid {pid}) is gone: {e}")))?;
-    if super::detach::wait_readable(container, 0).unwrap_or(false) {
-        let _ = super::detach::pidfd_signal(pasta.as_fd(), libc::SIGTERM);
-        return Err(failed(
-            "the container exited while its network was set up".into(),
-        ));
-    }
-    if let Err(e) = watch::start(container, pasta.as_fd()) {
-        // Cleanup still stops it; only a lost monitor would leave it behind.
-        tracing::warn!("cannot watch pasta (pid {pid}) to stop it with the container: {e}");
-    }
-    Ok(pid)
 }
 
 #[cfg(test)]

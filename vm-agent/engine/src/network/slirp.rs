@@ -1,16 +1,15 @@
 //! slirp4netns: the fallback when pasta is missing. The container gets 10.0.2.100 on
 //! `tap0`, the gateway is 10.0.2.2 and slirp's DNS forwarder 10.0.2.3. Ports are added
 //! through its API socket (`add_hostfwd`, IPv4 host addresses only), as Podman's
-//! `port_handler=slirp4netns` does. It exits by itself when its `--exit-fd` becomes
-//! readable; that descriptor is a pidfd of the container's process, readable once the
-//! process exits.
+//! `port_handler=slirp4netns` does. It runs until the container's teardown stops it
+//! (the namespace, made by capsa, outlives the container's processes; see `netns`).
 
 use std::fs;
 use std::io::{self, Read, Write};
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -22,7 +21,6 @@ pub const DNS_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 3);
 
 const NETNS_FD: i32 = 3;
 const READY_FD: i32 = 4;
-const EXIT_FD: i32 = 5;
 const SOCKET: &str = "slirp4netns.sock";
 const LOG: &str = "slirp4netns.log";
 
@@ -37,7 +35,6 @@ pub(crate) fn args() -> Vec<String> {
         "--enable-sandbox".into(),
         "--enable-seccomp".into(),
         format!("--ready-fd={READY_FD}"),
-        format!("--exit-fd={EXIT_FD}"),
         "--api-socket".into(),
         SOCKET.into(),
         "--netns-type=path".into(),
@@ -103,13 +100,22 @@ fn request(dir: BorrowedFd<'_>, req: &Value) -> io::Result<Value> {
     serde_json::from_str(&answer).map_err(|e| io::Error::other(format!("{e} in {answer:?}")))
 }
 
-/// Starts slirp4netns for `netns`; returns its pid once the ports are published.
-pub(crate) fn start(
+/// slirp4netns while it configures the namespace; [`Starting::finish`] waits for it and
+/// publishes the ports.
+pub(crate) struct Starting {
+    pid: i32,
+    ready: OwnedFd,
+    dir: fs::File,
+    log_path: PathBuf,
+    ports: Vec<PortMapping>,
+}
+
+/// Starts slirp4netns for `netns` and returns at once.
+pub(crate) fn spawn(
     netns: BorrowedFd<'_>,
-    container: BorrowedFd<'_>,
     ports: &[PortMapping],
     rundir: &Path,
-) -> Result<i32, NetworkError> {
+) -> Result<Starting, NetworkError> {
     let helper = Helper::Slirp4netns;
     let spawn_err = |source| NetworkError::Spawn { helper, source };
     let path = find_in_path(helper.binary()).ok_or(NetworkError::NotFound(helper))?;
@@ -132,58 +138,77 @@ pub(crate) fn start(
             (log.as_fd(), 2),
             (netns, NETNS_FD),
             (ready_w.as_fd(), READY_FD),
-            (container, EXIT_FD),
         ],
         cwd: Some(dir.as_fd()),
     })
     .map_err(spawn_err)?;
-    drop(ready_w);
-    let stop = || {
-        if let Ok(fd) = detach::pidfd_open(pid) {
-            let _ = detach::pidfd_signal(fd.as_fd(), libc::SIGKILL);
+    Ok(Starting {
+        pid,
+        ready: ready_r,
+        dir,
+        log_path,
+        ports: ports.to_vec(),
+    })
+}
+
+impl Starting {
+    /// Waits until the tap device is configured and the API socket listens, then
+    /// publishes the ports; returns slirp4netns's pid.
+    pub(crate) fn finish(self) -> Result<i32, NetworkError> {
+        let helper = Helper::Slirp4netns;
+        let Starting {
+            pid,
+            ready,
+            dir,
+            log_path,
+            ports,
+        } = self;
+        let stop = || {
+            if let Ok(fd) = detach::pidfd_open(pid) {
+                let _ = detach::pidfd_signal(fd.as_fd(), libc::SIGKILL);
+            }
+        };
+        let failed = |detail: String| {
+            stop();
+            let log = fs::read(&log_path).unwrap_or_default();
+            let detail = format!(
+                "{detail}: {} (log: {})",
+                stderr_text(&log),
+                log_path.display()
+            );
+            NetworkError::Failed {
+                helper,
+                hint: hint_for(&detail),
+                detail,
+            }
+        };
+        if !detach::wait_readable(ready.as_fd(), 10_000).unwrap_or(false) {
+            return Err(failed("not ready after 10 seconds".into()));
         }
-    };
-    let failed = |detail: String| {
-        stop();
-        let log = fs::read(&log_path).unwrap_or_default();
-        let detail = format!(
-            "{detail}: {} (log: {})",
-            stderr_text(&log),
-            log_path.display()
-        );
-        NetworkError::Failed {
-            helper,
-            hint: hint_for(&detail),
-            detail,
+        let mut ready = fs::File::from(ready);
+        let mut b = [0u8; 1];
+        if !matches!(ready.read(&mut b), Ok(1) if b[0] == b'1') {
+            return Err(failed("it exited while starting".into()));
         }
-    };
-    // Ready once the tap device is configured and the API socket listens.
-    if !detach::wait_readable(ready_r.as_fd(), 10_000).unwrap_or(false) {
-        return Err(failed("not ready after 10 seconds".into()));
-    }
-    let mut ready = fs::File::from(ready_r);
-    let mut b = [0u8; 1];
-    if !matches!(ready.read(&mut b), Ok(1) if b[0] == b'1') {
-        return Err(failed("it exited while starting".into()));
-    }
-    for req in hostfwd_requests(ports) {
-        let answer =
-            request(dir.as_fd(), &req).map_err(|e| failed(format!("API request {req}: {e}")))?;
-        if let Some(err) = answer.get("error") {
-            let desc = err
-                .get("desc")
-                .and_then(Value::as_str)
-                .unwrap_or("unknown error");
-            let a = &req["arguments"];
-            return Err(failed(format!(
-                "publishing host port {}:{}/{}: {desc}",
-                a["host_addr"].as_str().unwrap_or_default(),
-                a["host_port"],
-                a["proto"].as_str().unwrap_or_default()
-            )));
+        for req in hostfwd_requests(&ports) {
+            let answer = request(dir.as_fd(), &req)
+                .map_err(|e| failed(format!("API request {req}: {e}")))?;
+            if let Some(err) = answer.get("error") {
+                let desc = err
+                    .get("desc")
+                    .and_then(Value::as_str)
+                    .unwrap_or("unknown error");
+                let a = &req["arguments"];
+                return Err(failed(format!(
+                    "publishing host port {}:{}/{}: {desc}",
+                    a["host_addr"].as_str().unwrap_or_default(),
+                    a["host_port"],
+                    a["proto"].as_str().unwrap_or_default()
+                )));
+            }
         }
+        Ok(pid)
     }
-    Ok(pid)
 }
 
 #[cfg(test)]
@@ -195,7 +220,7 @@ mod tests {
     fn command_line() {
         assert_eq!(
             args().join(" "),
-            "--configure --mtu=65520 --disable-host-loopback --enable-sandbox --enable-seccomp --ready-fd=4 --exit-fd=5 --api-socket slirp4netns.sock --netns-type=path /proc/self/fd/3 tap0"
+            "--configure --mtu=65520 --disable-host-loopback --enable-sandbox --enable-seccomp --ready-fd=4 --api-socket slirp4netns.sock --netns-type=path /proc/self/fd/3 tap0"
         );
     }
 

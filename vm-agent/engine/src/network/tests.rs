@@ -1,8 +1,9 @@
 //! Real pasta and slirp4netns against real network namespaces: a process holds a new
 //! namespace (`unshare --net sleep`, optionally in its own user namespace), the helper is
 //! attached to it with a TCP and a UDP port, a listener runs inside, and bytes travel
-//! from the host's 127.0.0.1 to it. Then the namespace's process exits and the helper
-//! must follow. Each test says SKIP and why when the machine cannot run it.
+//! from the host's 127.0.0.1 to it (and back, for UDP, also through a port whose host
+//! and container numbers differ). Then the teardown stops the helper. Each test says
+//! SKIP and why when the machine cannot run it.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
@@ -151,14 +152,16 @@ fn udp_echo(pid: i32, port: u16) -> mpsc::Receiver<Vec<u8>> {
     got_rx
 }
 
-/// Sends `payload` from `from` to `from:port` until an answer comes back; returns it
-/// (empty when none came).
+/// Sends `payload` from `from` to `from:port` until an answer comes back from there;
+/// returns it (empty when none came).
 fn udp_exchange(from: &str, port: u16, payload: &[u8]) -> Vec<u8> {
     let s = UdpSocket::bind((from, 0)).unwrap();
+    // Connected: only an answer from the published port counts.
+    s.connect((from, port)).unwrap();
     s.set_read_timeout(Some(Duration::from_millis(300)))
         .unwrap();
     for _ in 0..20 {
-        s.send_to(payload, (from, port)).unwrap();
+        let _ = s.send(payload);
         let mut buf = [0u8; 1500];
         if let Ok(n) = s.recv(&mut buf) {
             return buf[..n].to_vec();
@@ -173,11 +176,18 @@ fn exercise(helper: Helper, userns: bool) {
     let mut holder = Holder::spawn(userns);
     let rundir = tempfile::tempdir().unwrap();
     let mut ports = parse_publish_all(&["127.0.0.1::80"]).unwrap();
-    // A UDP port with the same number inside and out (see the UDP check).
-    let mut udp = parse_publish_all(&["1/udp"]).unwrap();
-    assign_host_ports(&mut udp).unwrap();
-    let udp_port = udp[0].host_port;
+    // A UDP port with the same number inside and out, and one with different numbers
+    // (which pasta cannot answer through: capsa's forwarder serves it).
+    let free_udp = || {
+        UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (udp_port, remapped, inner) = (free_udp(), free_udp(), free_udp());
     ports.push(ports::parse_publish(&format!("{udp_port}:{udp_port}/udp")).unwrap());
+    ports.push(ports::parse_publish(&format!("127.0.0.1:{remapped}:{inner}/udp")).unwrap());
     assign_host_ports(&mut ports).unwrap();
     let tcp_port = ports[0].host_port;
 
@@ -249,39 +259,32 @@ fn exercise(helper: Helper, userns: bool) {
         String::from_utf8_lossy(payload)
     );
 
-    // UDP: an echo server in the namespace (on the host port's number, see below).
+    // UDP: echo servers in the namespace; answers must come back to the host's
+    // loopback, from the published port.
     let got = udp_echo(holder.pid, udp_port);
     let payload = b"hello through the published udp port";
     let arrived = udp_exchange("127.0.0.1", udp_port, payload);
     assert_eq!(got.recv_timeout(Duration::from_secs(5)).unwrap(), payload);
-    match helper {
-        // pasta 2023-03 loses the answers to a local client when the port numbers
-        // differ, so this mapping keeps them equal.
-        Helper::Pasta => assert_eq!(arrived, payload, "no UDP answer came back through pasta"),
-        // --disable-host-loopback drops answers to 10.0.2.2, which is what a client on
-        // the host's loopback looks like from inside; a client on another address works.
-        Helper::Slirp4netns => {
-            let other = super::addrs::interface_addresses()
-                .into_iter()
-                .find(|a| a.addr.is_ipv4() && super::addrs::is_usable(&a.addr));
-            match other {
-                Some(a) => assert_eq!(
-                    udp_exchange(&a.addr.to_string(), udp_port, payload),
-                    payload,
-                    "no UDP answer came back through slirp4netns to {}",
-                    a.addr
-                ),
-                None => eprintln!("SKIP: no non-loopback address to check UDP answers from"),
-            }
-        }
-    }
-
-    // The helper follows the namespace's process.
-    holder.kill();
-    wait_for(
-        &format!("{helper} (pid {}) to exit with the container", proc.pid),
-        || gone(proc.pid),
+    assert_eq!(arrived, payload, "no UDP answer came back through {helper}");
+    let got = udp_echo(holder.pid, inner);
+    let payload = b"hello through a remapped udp port";
+    let arrived = udp_exchange("127.0.0.1", remapped, payload);
+    assert_eq!(got.recv_timeout(Duration::from_secs(5)).unwrap(), payload);
+    assert_eq!(
+        arrived, payload,
+        "no UDP answer came back through {helper} from {remapped} (container port {inner})"
     );
+
+    // The namespace's process exiting is not enough: the teardown stops the helper, and
+    // the forwarder with it (its host port is free again).
+    holder.kill();
+    teardown(&proc);
+    wait_for(&format!("{helper} (pid {}) to stop", proc.pid), || {
+        gone(proc.pid)
+    });
+    wait_for(&format!("host port {remapped} to be free"), || {
+        UdpSocket::bind(("127.0.0.1", remapped)).is_ok()
+    });
 }
 
 fn root_checks(tools: &[&str]) -> Option<String> {
@@ -455,8 +458,9 @@ fn helper_errors_name_the_tool_and_give_a_hint() {
     assert!(matches!(e, NetworkError::SameNetns(_)), "{e}");
 }
 
-/// The real sequence: crun creates a container with a private namespace, the helper is
-/// attached to its pid before `crun start`, and the generated files are mounted.
+/// The real sequence: capsa makes the namespace, the helper starts on it while crun
+/// creates a container that joins it, the generated files are mounted, and the
+/// teardown stops the helper and removes the namespace.
 #[test]
 fn crun_container_gets_network_files_and_ports() {
     if let Some(why) = root_checks(&["crun"]) {
@@ -498,7 +502,15 @@ fn crun_container_gets_network_files_and_ports() {
             .to_vec(),
         );
         o.hostname = hostname.clone();
-        o.network = mode.spec_netns().unwrap();
+        let rundir = t.path().join("run");
+        fs::create_dir_all(&rundir).unwrap();
+        let (ns_path, ns) = create_netns(&rundir).unwrap();
+        assert_eq!(netns_file(&rundir).as_deref(), Some(ns_path.as_path()));
+        let mut ports = parse_publish_all(&["127.0.0.1::80"]).unwrap();
+        assign_host_ports(&mut ports).unwrap();
+        let starting = start(helper, ns.as_fd(), &ports, &rundir)
+            .unwrap_or_else(|e| panic!("{helper} start: {}", chain(&e)));
+        o.network = NetworkNs::Path(ns_path.to_string_lossy().into_owned());
         o.mounts = mounts.iter().map(|m| m.oci()).collect();
         let spec = crate::container::spec::build(&o, "rootfs").unwrap();
         fs::write(
@@ -538,13 +550,9 @@ fn crun_container_gets_network_files_and_ports() {
             .trim()
             .parse()
             .unwrap();
-
-        let mut ports = parse_publish_all(&["127.0.0.1::80"]).unwrap();
-        assign_host_ports(&mut ports).unwrap();
-        let rundir = t.path().join("run");
-        fs::create_dir_all(&rundir).unwrap();
-        let net = setup(helper, pid, &ports, &rundir)
-            .unwrap_or_else(|e| panic!("{helper} setup: {}", chain(&e)));
+        let net = starting
+            .finish()
+            .unwrap_or_else(|e| panic!("{helper} start: {}", chain(&e)));
         let started = crun(&["start", &id]).status().unwrap();
         assert!(started.success());
         wait_for("nc in the container", || bound_in(pid, "tcp", 80));
@@ -565,9 +573,11 @@ fn crun_container_gets_network_files_and_ports() {
             files_text.ends_with(&format!("{hostname}\n")),
             "{files_text}"
         );
-        wait_for(&format!("{helper} to exit with the container"), || {
-            gone(net.pid)
-        });
         let _ = crun(&["delete", "--force", &id]).status();
+        teardown(&net);
+        remove_netns(&rundir);
+        wait_for(&format!("{helper} to stop"), || gone(net.pid));
+        assert!(netns_file(&rundir).is_none());
+        assert!(!ns_path.exists(), "{} is left", ns_path.display());
     }
 }
