@@ -259,7 +259,7 @@ impl Machine {
             }
             if console_says_ready(&serial) {
                 // The agent prints the marker just before its Hello: give it a moment.
-                return Ok(tokio::time::timeout(Duration::from_secs(3), &mut hello)
+                return Ok(tokio::time::timeout(Duration::from_millis(1500), &mut hello)
                     .await
                     .ok());
             }
