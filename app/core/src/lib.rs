@@ -13,11 +13,11 @@ pub use capsa_proto::PROTOCOL_VERSION;
 pub mod accel;
 pub mod driver;
 pub mod machine;
+#[cfg(unix)]
+pub mod process;
 pub mod qemu;
 #[cfg(unix)]
 pub mod qmp;
-#[cfg(unix)]
-pub mod process;
 pub mod transport;
 #[cfg(target_os = "macos")]
 pub mod vz;

@@ -259,9 +259,11 @@ impl Machine {
             }
             if console_says_ready(&serial) {
                 // The agent prints the marker just before its Hello: give it a moment.
-                return Ok(tokio::time::timeout(Duration::from_millis(1500), &mut hello)
-                    .await
-                    .ok());
+                return Ok(
+                    tokio::time::timeout(Duration::from_millis(1500), &mut hello)
+                        .await
+                        .ok(),
+                );
             }
             if crate::process::live(&pid_file).is_none() {
                 let vmm = tail(&spec.vmm_log, 1000);
