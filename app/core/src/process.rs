@@ -169,10 +169,15 @@ mod tests {
         // Its own session: the new process leads it.
         let sid = unsafe { libc::getsid(d.pid) };
         assert_eq!(sid, d.pid);
+        // Its stdout goes to the log.
+        let end = Instant::now() + Duration::from_secs(10);
+        while !fs::read_to_string(&log).unwrap().contains("hi") {
+            assert!(Instant::now() < end, "nothing in the log");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         d.signal(libc::SIGKILL).unwrap();
         assert!(d.wait_gone(Duration::from_secs(5)));
         assert_eq!(live(&pid_file), None);
-        assert!(fs::read_to_string(&log).unwrap().contains("hi"));
         // Same pid, other start time: not ours.
         fs::write(&pid_file, format!("{} 1\n", std::process::id())).unwrap();
         assert_eq!(live(&pid_file), None);
