@@ -555,10 +555,10 @@ both!(layered_image_keeps_its_tree, |c: &Capsa, _img: &str| {
     }
 });
 
-/// `commit`, `export` and `diff` of a container with its own user namespace see owners
-/// as the container does: a file made by the container's root is owned by 0 in the
-/// committed layer and the export, not by the shifted id it is stored with; a stopped
-/// container's temporary mount uses the shifted layers too (cp reads `/` owned by 0).
+// `commit`, `export` and `diff` of a container with its own user namespace see owners
+// as the container does: a file made by the container's root is owned by 0 in the
+// committed layer and the export, not by the shifted id it is stored with (the export
+// of the stopped container goes through a temporary mount of the shifted layers).
 both!(commit_and_export_unshift_owners, |c: &Capsa, img: &str| {
     if !auto_available(c, "commit_and_export_unshift_owners") {
         return;

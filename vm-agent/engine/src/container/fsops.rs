@@ -31,8 +31,8 @@ use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid
 use rustix::io::Errno;
 use serde_json::{Map, Value, json};
 
-use crate::container::lifecycle::{ContainerError, resolve_user};
 use crate::container::idmap::IdMappings;
+use crate::container::lifecycle::{ContainerError, resolve_user};
 use crate::container::rootfs::{self, MountDriver, RootfsError};
 use crate::container::state::{ContainerRecord, StateError, Status};
 use crate::digest::HashingWriter;
@@ -324,16 +324,22 @@ fn is_fuse_marker(name: &OsStr) -> bool {
 
 fn is_opaque_fd(fd: BorrowedFd, prefix: &str) -> bool {
     let mut v = [0u8; 1];
-    [format!("{prefix}overlay.opaque"), FUSE_OPAQUE_XATTR.to_string()]
-        .iter()
-        .any(|a| matches!(rustix::fs::fgetxattr(fd, a.as_str(), &mut v[..]), Ok(1) if v[0] == b'y'))
+    [
+        format!("{prefix}overlay.opaque"),
+        FUSE_OPAQUE_XATTR.to_string(),
+    ]
+    .iter()
+    .any(|a| matches!(rustix::fs::fgetxattr(fd, a.as_str(), &mut v[..]), Ok(1) if v[0] == b'y'))
 }
 
 pub(crate) fn is_opaque_path(path: &Path, prefix: &str) -> bool {
     let mut v = [0u8; 1];
-    [format!("{prefix}overlay.opaque"), FUSE_OPAQUE_XATTR.to_string()]
-        .iter()
-        .any(|a| matches!(rustix::fs::lgetxattr(path, a.as_str(), &mut v[..]), Ok(1) if v[0] == b'y'))
+    [
+        format!("{prefix}overlay.opaque"),
+        FUSE_OPAQUE_XATTR.to_string(),
+    ]
+    .iter()
+    .any(|a| matches!(rustix::fs::lgetxattr(path, a.as_str(), &mut v[..]), Ok(1) if v[0] == b'y'))
 }
 
 fn pipe() -> io::Result<(File, File)> {
@@ -1565,7 +1571,10 @@ impl Engine {
                 // A start that won the lock mounted it meanwhile; that mount is its own.
                 let borrowed = r.mounted && is_mountpoint(&merged, &cdir);
                 let (m, driver) = if borrowed {
-                    (merged.clone(), r.rootfs_mount.unwrap_or(MountDriver::Overlay))
+                    (
+                        merged.clone(),
+                        r.rootfs_mount.unwrap_or(MountDriver::Overlay),
+                    )
                 } else {
                     let (m, d) = rootfs::mount(&lowers, &cdir, rootless, r.rootfs_mount)?;
                     // A copy made here is the container's content from now on.
@@ -2651,7 +2660,12 @@ mod tests {
             std::fs::write(lower.join(f), "old").unwrap();
         }
         let ctr = t.path().join("ctr");
-        let merged = match rootfs::mount_with(MountDriver::Overlay, std::slice::from_ref(&lower), &ctr, false) {
+        let merged = match rootfs::mount_with(
+            MountDriver::Overlay,
+            std::slice::from_ref(&lower),
+            &ctr,
+            false,
+        ) {
             Ok(m) => m,
             Err(e) => {
                 eprintln!("SKIP overlay_changes_and_their_layer: no overlayfs here ({e})");
@@ -2722,7 +2736,13 @@ mod tests {
             rootless: false,
         };
         crate::layer::unpack::unpack(&tar[..], &layer, unpack_opts).unwrap();
-        let again = rootfs::mount_with(MountDriver::Overlay, &[lower, layer], &t.path().join("again"), false).unwrap();
+        let again = rootfs::mount_with(
+            MountDriver::Overlay,
+            &[lower, layer],
+            &t.path().join("again"),
+            false,
+        )
+        .unwrap();
         let seen = (
             again.join("bin/ls").exists(),
             std::fs::read_to_string(again.join("etc/passwd")).ok(),

@@ -44,7 +44,11 @@ fn loopback_up() -> io::Result<()> {
     }
     // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own.
     unsafe {
-        cvt(libc::ioctl(s.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut req))?;
+        cvt(libc::ioctl(
+            s.as_raw_fd(),
+            libc::SIOCGIFFLAGS as _,
+            &mut req,
+        ))?;
         req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
         cvt(libc::ioctl(s.as_raw_fd(), libc::SIOCSIFFLAGS as _, &req))?;
     }
