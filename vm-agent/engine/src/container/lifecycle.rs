@@ -922,7 +922,8 @@ impl Engine {
     fn teardown(&self, r: &mut ContainerRecord, rt: &Runtime) {
         let _ = rt.run("delete", &r.id, &rt.delete_args(&r.id, true));
         if let Some(net) = r.net.take() {
-            crate::network::teardown(&net);
+            // Waiting for the helper to exit only matters for ports it must free.
+            crate::network::stop(&net, !r.config.ports.is_empty());
         }
         crate::network::remove_netns(&self.container_rundir(&r.id));
         let merged = self.container_dir(&r.id).join("merged");

@@ -518,6 +518,13 @@ fn is_helper(p: &HelperProcess) -> bool {
 /// Stops a container's helper if it still runs (SIGTERM, then SIGKILL after two
 /// seconds); a pid that now belongs to another process is left alone.
 pub fn teardown(p: &HelperProcess) {
+    stop(p, true)
+}
+
+/// Asks the helper to stop; with `wait`, until it is gone (so the ports it published are
+/// free again), killing it after 2 s. A container that published nothing need not wait:
+/// the helper exits on its own a few milliseconds later.
+pub fn stop(p: &HelperProcess, wait: bool) {
     let Ok(fd) = detach::pidfd_open(p.pid) else {
         return;
     };
@@ -526,6 +533,9 @@ pub fn teardown(p: &HelperProcess) {
         return;
     }
     let _ = detach::pidfd_signal(fd.as_fd(), libc::SIGTERM);
+    if !wait {
+        return;
+    }
     let deadline = Instant::now() + Duration::from_secs(2);
     while Instant::now() < deadline {
         if detach::wait_readable(fd.as_fd(), 50).unwrap_or(true) {
