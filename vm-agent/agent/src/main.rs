@@ -13,6 +13,7 @@ mod power;
 mod reaper;
 mod session;
 mod sys;
+mod timesync;
 mod transport;
 mod window;
 
@@ -170,6 +171,7 @@ async fn run(args: Args) -> ExitCode {
     }
     if args.pid1 {
         power::watch_power_button(stop_tx.clone());
+        timesync::start();
     }
     drop(stop_tx);
     let stop = stop_rx.recv().await;

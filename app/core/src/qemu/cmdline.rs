@@ -147,6 +147,10 @@ impl QemuCmdline {
             "virtio-net-pci,netdev=net0,romfile=",
         ]);
         push(&["-device", "virtio-rng-pci"]);
+        // The guest agent steps its clock to the RTC after a pause (host sleep): the RTC
+        // must keep counting host time while the vCPUs are stopped, which clock=host
+        // does (clock=vm would stop with them). Spelled out, not left to the defaults.
+        push(&["-rtc", "base=utc,clock=host"]);
         push(&[
             "-chardev",
             &format!("file,id=serial,path={}", csv(&p(&self.serial_log))),
@@ -299,6 +303,7 @@ mod tests {
             "-netdev user,id=net0,hostfwd=tcp:127.0.0.1:42022-:22 -device virtio-net-pci,netdev=net0,romfile=",
             "-chardev file,id=serial,path=/m/serial.log -serial chardev:serial",
             "-chardev socket,id=qmp,path=/m/qmp.sock,server=on,wait=off -mon chardev=qmp,mode=control",
+            "-rtc base=utc,clock=host",
             "-device virtio-serial-pci,id=vser0 -chardev socket,id=agent,path=/m/agent.sock,server=on,wait=off -device virtserialport,bus=vser0.0,chardev=agent,name=org.capsa.agent.0",
         ];
         for e in expect {
