@@ -170,6 +170,24 @@ impl Volume {
             read_only,
         })
     }
+
+    /// This volume in `capsa.mounts=` (`TAG:PATH[:ro]`, comma-separated). The kernel
+    /// splits its command line at spaces and the guest init splits the list at commas, so
+    /// the guest path is percent-encoded (every byte but `A-Za-z0-9/._-+@=~`) and the
+    /// init decodes it; `ro` makes the guest mount read-only too, on top of the host's
+    /// read-only export.
+    pub fn mount_arg(&self) -> String {
+        let mut path = String::with_capacity(self.guest.len());
+        for b in self.guest.bytes() {
+            if b.is_ascii_alphanumeric() || b"/._-+@=~".contains(&b) {
+                path.push(char::from(b));
+            } else {
+                path.push_str(&format!("%{b:02X}"));
+            }
+        }
+        let ro = if self.read_only { ":ro" } else { "" };
+        format!("{}:{path}{ro}", self.tag)
+    }
 }
 
 /// The guest image a machine was created with (its own copy lives in `image/`).
@@ -587,11 +605,7 @@ impl Machine {
         parts.push(format!("capsa.rootful={}", u8::from(c.rootful)));
         parts.push(format!("capsa.hostname={}", c.name));
         if !c.volumes.is_empty() {
-            let m: Vec<String> = c
-                .volumes
-                .iter()
-                .map(|v| format!("{}:{}", v.tag, v.guest))
-                .collect();
+            let m: Vec<String> = c.volumes.iter().map(Volume::mount_arg).collect();
             parts.push(format!("capsa.mounts={}", m.join(",")));
         }
         parts.join(" ")
@@ -680,6 +694,17 @@ mod tests {
     }
 
     #[test]
+    fn mount_args_encode_what_the_kernel_command_line_would_split() {
+        let v = Volume::parse("/home/u/my src,v2:/work/my src,v2:ro", 3).unwrap();
+        assert_eq!(v.guest, "/work/my src,v2");
+        assert_eq!(v.mount_arg(), "vol3:/work/my%20src%2Cv2:ro");
+        let v = Volume::parse("/a:/b/100%_\"q\"\tx\u{e9}", 0).unwrap();
+        assert_eq!(v.mount_arg(), "vol0:/b/100%25_%22q%22%09x%C3%A9");
+        let v = Volume::parse("/a:/plain/a-b_c.d+e@f=g~h", 1).unwrap();
+        assert_eq!(v.mount_arg(), "vol1:/plain/a-b_c.d+e@f=g~h");
+    }
+
+    #[test]
     fn long_paths_move_sockets_to_the_runtime_dir() {
         let short = Machine {
             dir: "/m/short".into(),
@@ -707,7 +732,10 @@ mod tests {
         let mut c = sample("m1");
         c.image.cmdline = "ro quiet".into();
         c.rootful = true;
-        c.volumes = vec![Volume::parse("/a:/mnt/a", 0).unwrap()];
+        c.volumes = vec![
+            Volume::parse("/a:/mnt/a", 0).unwrap(),
+            Volume::parse("/b b:/mnt/b b:ro", 1).unwrap(),
+        ];
         let m = Machine {
             dir: "/m".into(),
             runtime: "/r".into(),
@@ -715,7 +743,7 @@ mod tests {
         };
         assert_eq!(
             m.kernel_cmdline(crate::qemu::cmdline::Arch::X86_64),
-            "ro quiet console=ttyS0 capsa.net=qemu-user capsa.rootful=1 capsa.hostname=m1 capsa.mounts=vol0:/mnt/a"
+            "ro quiet console=ttyS0 capsa.net=qemu-user capsa.rootful=1 capsa.hostname=m1 capsa.mounts=vol0:/mnt/a,vol1:/mnt/b%20b:ro"
         );
     }
 
