@@ -590,3 +590,212 @@ fn real_guest_image_end_to_end() {
     assert_eq!(ext4_uuid(&disk), Some(uuid), "data disk kept after a kill");
     t.ok(&["machine", "stop"]);
 }
+
+/// Runs `script` with `sh -c` in the guest through the agent: (exit code, stdout, stderr).
+async fn guest_sh(
+    client: &capsa_core::transport::Client,
+    script: &str,
+) -> (Option<i32>, String, String) {
+    let mut exec = client
+        .exec(capsa_core::transport::ExecOptions::new([
+            "sh", "-c", script,
+        ]))
+        .await
+        .unwrap_or_else(|e| panic!("exec {script:?} in the guest: {e}"));
+    let out = exec.stdout.as_mut().unwrap().read_to_end().await.unwrap();
+    let err = exec.stderr.as_mut().unwrap().read_to_end().await.unwrap();
+    let exit = exec.wait().await.unwrap();
+    (
+        exit.code,
+        String::from_utf8_lossy(&out).into_owned(),
+        String::from_utf8_lossy(&err).into_owned(),
+    )
+}
+
+/// The guest's clock minus the host's, in whole seconds, bounded by the host's clock
+/// before and after the exec: `Ok` when within `slack` of it, else the difference.
+async fn guest_clock_offset(client: &capsa_core::transport::Client, slack: i64) -> Result<(), i64> {
+    let host = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    };
+    let before = host();
+    let (code, out, err) = guest_sh(client, "date +%s").await;
+    let after = host();
+    assert_eq!(code, Some(0), "date in the guest: {err}");
+    let guest: i64 = out.trim().parse().unwrap();
+    if guest < before - slack {
+        Err(guest - before)
+    } else if guest > after + slack {
+        Err(guest - after)
+    } else {
+        Ok(())
+    }
+}
+
+/// One QMP command on a raw connection (the greeting and negotiation done), skipping
+/// the events QEMU sends before its answer.
+fn qmp_command(
+    reader: &mut impl std::io::BufRead,
+    writer: &mut impl std::io::Write,
+    command: &str,
+) {
+    writeln!(writer, "{{\"execute\":\"{command}\"}}").unwrap();
+    loop {
+        let mut line = String::new();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "QMP closed during {command}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if v.get("event").is_some() {
+            continue;
+        }
+        assert!(v.get("return").is_some(), "QMP {command}: {line}");
+        return;
+    }
+}
+
+/// With the real guest image (one boot for both): the guest clock catches up after the
+/// VM was paused (what a host's sleep does to it), and `--volume` shares work both ways,
+/// read-only ones refuse writes, and a guest path with a space and a comma survives the
+/// kernel command line.
+#[test]
+fn real_guest_time_sync() {
+    let Some(img) = std::env::var_os("CAPSA_TEST_GUEST_IMAGE") else {
+        println!(
+            "SKIP real_guest_time_sync: CAPSA_TEST_GUEST_IMAGE is not set (scripts/build-guest-image.sh builds one)"
+        );
+        return;
+    };
+    if capsa_core::qemu::find_program("qemu-system-x86_64").is_none() {
+        println!("SKIP real_guest_time_sync: qemu-system-x86_64 is not installed");
+        return;
+    }
+    let t = Machines::new();
+    let rw = t.dir.path().join("rw share,1");
+    let ro = t.dir.path().join("ro");
+    std::fs::create_dir_all(&rw).unwrap();
+    std::fs::create_dir_all(&ro).unwrap();
+    std::fs::write(rw.join("from-host"), "hello from the host\n").unwrap();
+    std::fs::write(ro.join("kept"), "read me\n").unwrap();
+    let (rw_s, ro_s) = (rw.display().to_string(), ro.display().to_string());
+    t.ok(&[
+        "machine",
+        "init",
+        "--image",
+        &img.to_string_lossy(),
+        "--memory",
+        "1024",
+        "--disk-size",
+        "2",
+        "--volume",
+        &format!("{rw_s}:{rw_s}"),
+        "--volume",
+        &format!("{ro_s}:{ro_s}:ro"),
+    ]);
+    let o = t.run(&["machine", "start"]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{err}");
+    let inspect: serde_json::Value = serde_json::from_str(&t.ok(&["machine", "inspect"])).unwrap();
+    let path =
+        |key: &str| PathBuf::from(inspect[0]["ConnectionInfo"][key]["Path"].as_str().unwrap());
+    let (agent_sock, qmp_sock) = (path("AgentSocket"), path("QMPSocket"));
+    let serial = t.machine_dir("capsa-default").join("serial.log");
+    let console = || std::fs::read_to_string(&serial).unwrap_or_default();
+    // A failed assertion must not leave the VM running (dropped after the runtime, so
+    // the agent connection is closed by then and `stop` can use it).
+    struct StopOnDrop<'a>(&'a Machines);
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            let o = self.0.run(&["machine", "stop"]);
+            if !o.status.success() {
+                eprintln!("machine stop: {}", String::from_utf8_lossy(&o.stderr));
+            }
+        }
+    }
+    let _stop = StopOnDrop(&t);
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let transport = capsa_core::transport::UnixTransport::new(&agent_sock);
+        let client = capsa_core::transport::Client::connect(&transport, Default::default())
+            .await
+            .expect("connect to the agent");
+
+        // Shared folders.
+        let q = |p: &Path| format!("'{}'", p.display());
+        let (code, out, err) =
+            guest_sh(&client, &format!("cat {}", q(&rw.join("from-host")))).await;
+        assert_eq!(
+            (code, out.as_str()),
+            (Some(0), "hello from the host\n"),
+            "{err}\n{}",
+            console()
+        );
+        let (code, _, err) = guest_sh(
+            &client,
+            &format!("echo hello from the guest > {}", q(&rw.join("from-guest"))),
+        )
+        .await;
+        assert_eq!(code, Some(0), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(rw.join("from-guest")).unwrap(),
+            "hello from the guest\n"
+        );
+        let (code, out, err) = guest_sh(&client, &format!("cat {}", q(&ro.join("kept")))).await;
+        assert_eq!((code, out.as_str()), (Some(0), "read me\n"), "{err}");
+        let (code, _, err) =
+            guest_sh(&client, &format!("echo no > {}", q(&ro.join("refused")))).await;
+        assert_ne!(code, Some(0), "a write to the read-only share succeeded");
+        assert!(err.contains("Read-only file system"), "{err}");
+        assert!(!ro.join("refused").exists());
+
+        // Time: in sync after start (the host's SetTime), behind while paused, caught up
+        // by the agent within its period after the VM resumes.
+        guest_clock_offset(&client, 2)
+            .await
+            .unwrap_or_else(|d| panic!("guest clock off by {d} s after start"));
+        let qmp = std::os::unix::net::UnixStream::connect(&qmp_sock).unwrap();
+        qmp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut reader = std::io::BufReader::new(qmp.try_clone().unwrap());
+        let mut writer = qmp;
+        let mut greeting = String::new();
+        std::io::BufRead::read_line(&mut reader, &mut greeting).unwrap();
+        assert!(greeting.contains("QMP"), "{greeting}");
+        qmp_command(&mut reader, &mut writer, "qmp_capabilities");
+        qmp_command(&mut reader, &mut writer, "stop");
+        std::thread::sleep(Duration::from_secs(15));
+        qmp_command(&mut reader, &mut writer, "cont");
+        drop((reader, writer));
+        let resumed = std::time::Instant::now();
+        let mut last = Ok(());
+        while resumed.elapsed() < Duration::from_secs(30) {
+            last = guest_clock_offset(&client, 2).await;
+            if last.is_ok() && console().contains("capsa-agent: clock was") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let log = console();
+        assert!(
+            last.is_ok(),
+            "guest clock still off by {:?} s 30 s after the VM resumed\n{log}",
+            last
+        );
+        let step = log
+            .lines()
+            .find(|l| l.contains("capsa-agent: clock was"))
+            .unwrap_or_else(|| panic!("the agent never stepped the clock\n{log}"));
+        assert!(step.contains("behind"), "{step}");
+        println!(
+            "real_guest_time_sync: {step:?}, in sync {:.1} s after cont",
+            resumed.elapsed().as_secs_f64()
+        );
+    });
+}
