@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::accel::Accel;
 
@@ -29,8 +29,9 @@ pub struct Capabilities {
     pub accelerators: Vec<Accel>,
 }
 
-/// Everything a backend needs to run one machine; built by the machine store.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Everything a backend needs to run one machine; built by the machine store. It is
+/// JSON too: the Virtualization.framework helper process reads it from a file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmSpec {
     pub name: String,
     pub arch: String,
@@ -95,4 +96,87 @@ pub trait VmDriver {
     /// Graceful first: the power button and `timeout` for the guest, then quit, then kill.
     fn stop(&self, vm: &VmSpec, timeout: Duration) -> Result<StopOutcome, DriverError>;
     fn kill(&self, vm: &VmSpec) -> Result<(), DriverError>;
+}
+
+/// Overrides the backend `machine init` records (podman's CONTAINERS_MACHINE_PROVIDER).
+pub const ENV_PROVIDER: &str = "CAPSA_MACHINE_PROVIDER";
+
+/// The backends this host can run, best first: the VM TYPE names of `machine ls`.
+pub fn providers() -> &'static [&'static str] {
+    platform::PROVIDERS
+}
+
+/// The backend a new machine gets: `CAPSA_MACHINE_PROVIDER`, else this host's best.
+pub fn default_provider() -> Result<String, DriverError> {
+    match std::env::var(ENV_PROVIDER) {
+        Ok(p) if !p.is_empty() => {
+            if providers().contains(&p.as_str()) {
+                Ok(p)
+            } else {
+                Err(DriverError::Other(format!(
+                    "unknown machine provider {p:?} in {ENV_PROVIDER}: this host offers {}",
+                    providers().join(", ")
+                )))
+            }
+        }
+        _ => Ok(providers()[0].to_string()),
+    }
+}
+
+/// The driver for a machine of type `vm_type`. `helper` is the command (program and
+/// leading arguments) that runs a VM in a process of its own, for backends whose VM
+/// lives inside the process that created it (Virtualization.framework): the driver
+/// appends the spec file to it. The CLI passes `capsa machine vz-run`.
+pub fn for_provider(
+    vm_type: &str,
+    helper: &[std::ffi::OsString],
+) -> Result<Box<dyn VmDriver>, DriverError> {
+    platform::driver(vm_type, helper).ok_or_else(|| {
+        DriverError::Other(format!(
+            "this machine uses the {vm_type:?} backend, which this host does not offer (it offers {})",
+            providers().join(", ")
+        ))
+    })
+}
+
+#[cfg(target_os = "macos")]
+mod platform {
+    use super::VmDriver;
+
+    pub const PROVIDERS: &[&str] = &["applehv", "qemu"];
+
+    pub fn driver(vm_type: &str, helper: &[std::ffi::OsString]) -> Option<Box<dyn VmDriver>> {
+        match vm_type {
+            "applehv" => Some(Box::new(crate::vz::VzDriver::new(helper.to_vec()))),
+            "qemu" => Some(Box::new(crate::qemu::QemuDriver::new())),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(not(target_os = "macos"))]
+mod platform {
+    use super::VmDriver;
+
+    pub const PROVIDERS: &[&str] = &["qemu"];
+
+    pub fn driver(vm_type: &str, _helper: &[std::ffi::OsString]) -> Option<Box<dyn VmDriver>> {
+        (vm_type == "qemu").then(|| Box::new(crate::qemu::QemuDriver::new()) as Box<dyn VmDriver>)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drivers_by_provider() {
+        assert_eq!(
+            for_provider("qemu", &[]).unwrap().capabilities().vm_type,
+            "qemu"
+        );
+        assert!(providers().contains(&"qemu"));
+        let e = for_provider("hyperv", &[]).err().unwrap().to_string();
+        assert!(e.contains("\"hyperv\" backend") && e.contains("qemu"), "{e}");
+    }
 }

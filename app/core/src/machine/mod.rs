@@ -222,6 +222,13 @@ pub struct MachineConfig {
     pub created: DateTime<Utc>,
     #[serde(default)]
     pub last_up: Option<DateTime<Utc>>,
+    /// The backend (`qemu`, `applehv`): chosen at init, the VM TYPE of `machine ls`.
+    #[serde(default = "qemu_vm_type")]
+    pub vm_type: String,
+}
+
+fn qemu_vm_type() -> String {
+    "qemu".into()
 }
 
 impl MachineConfig {
@@ -248,6 +255,8 @@ pub struct InitOptions {
     /// Directory, tar or http(s) URL of a guest image.
     pub image: String,
     pub volumes: Vec<String>,
+    /// The backend, from [`crate::driver::default_provider`].
+    pub vm_type: String,
     pub rootful: bool,
 }
 
@@ -261,6 +270,7 @@ impl Default for InitOptions {
             image: String::new(),
             volumes: vec![],
             rootful: false,
+            vm_type: "qemu".into(),
         }
     }
 }
@@ -435,6 +445,7 @@ impl Store {
                     ssh_identity: "id_ed25519".into(),
                     created: Utc::now(),
                     last_up: None,
+                    vm_type: opts.vm_type.clone(),
                 },
             };
             m.resize_data_disk(opts.disk_size_gib)?;
@@ -585,6 +596,16 @@ impl Machine {
     }
 
     /// The VM's state as the hypervisor process says it: a SIGKILLed QEMU is stopped.
+    /// Between `machine start` launching the VM and the agent's Hello (or a failure):
+    /// what `machine ls` shows as "Currently starting".
+    pub fn starting(&self) -> bool {
+        self.events()
+            .iter()
+            .rev()
+            .find(|e| e.event != "step")
+            .is_some_and(|e| e.event == "starting")
+    }
+
     pub fn status(&self) -> VmStatus {
         if crate::process::live(&self.pid_file()).is_some() {
             VmStatus::Running
@@ -767,6 +788,7 @@ mod tests {
             ssh_identity: "id_ed25519".into(),
             created: Utc::now(),
             last_up: None,
+            vm_type: "qemu".into(),
         }
     }
 }

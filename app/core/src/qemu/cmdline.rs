@@ -39,7 +39,7 @@ impl Arch {
 }
 
 /// A host directory shared with the guest over 9p (virtiofs needs a separate daemon).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Share {
     pub tag: String,
     pub host_path: PathBuf,
