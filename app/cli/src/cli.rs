@@ -106,6 +106,9 @@ pub enum Command {
     /// Manage Linux virtual machines to run containers in
     #[command(subcommand)]
     Machine(crate::commands::machine::MachineCommand),
+    /// Manage capsa: connections to remote engines
+    #[command(subcommand)]
+    System(crate::commands::system::SystemCommand),
     /// Display the capsa version information
     Version,
 }
@@ -213,7 +216,11 @@ impl Command {
     pub fn needs_store(&self) -> bool {
         !matches!(
             self,
-            Command::Version | Command::Login(_) | Command::Logout(_) | Command::Machine(_)
+            Command::Version
+                | Command::Login(_)
+                | Command::Logout(_)
+                | Command::Machine(_)
+                | Command::System(_)
         )
     }
 }

@@ -81,6 +81,11 @@ pub(crate) fn report(e: &anyhow::Error) -> i32 {
         })
         .or_else(|| {
             e.chain()
+                .find_map(|c| c.downcast_ref::<capsa_core::connection::ConnectionError>())
+                .and_then(|c| c.hint())
+        })
+        .or_else(|| {
+            e.chain()
                 .filter_map(|c| c.downcast_ref::<std::io::Error>())
                 .any(|io| io.raw_os_error() == Some(libc::ENOSPC))
                 .then(|| {

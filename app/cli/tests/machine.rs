@@ -194,6 +194,33 @@ fn init_ls_inspect_set_rm_without_a_vm() {
         serde_json::from_str(&t.ok(&["machine", "inspect", "m2"])).unwrap();
     assert_eq!(ins[0]["Resources"]["CPUs"], 4);
     assert_eq!(ins[0]["Rootful"], true);
+
+    // init recorded a connection per machine (the first is the default); a rootful
+    // machine's connection logs in as root.
+    let conns: serde_json::Value = serde_json::from_str(&t.ok(&[
+        "system",
+        "connection",
+        "ls",
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(conns[0]["Name"], "capsa-default");
+    assert_eq!(conns[0]["Default"], true);
+    assert_eq!(conns[0]["IsMachine"], true);
+    let port = first["Port"].as_u64().unwrap();
+    assert_eq!(
+        conns[0]["URI"],
+        format!("ssh://capsa@127.0.0.1:{port}").as_str()
+    );
+    assert!(
+        conns[0]["Identity"]
+            .as_str()
+            .unwrap()
+            .ends_with("capsa-default/id_ed25519")
+    );
+    assert_eq!(conns[1]["Name"], "m2");
+    assert!(conns[1]["URI"].as_str().unwrap().starts_with("ssh://root@"));
     assert_eq!(
         std::fs::metadata(t.machine_dir("m2").join("data.img"))
             .unwrap()
@@ -221,6 +248,11 @@ fn init_ls_inspect_set_rm_without_a_vm() {
 
     assert_eq!(t.ok(&["machine", "rm", "m2"]).trim(), "m2");
     assert!(!t.machine_dir("m2").exists());
+    assert_eq!(
+        t.ok(&["system", "connection", "ls", "-q"]),
+        "capsa-default\n",
+        "rm removed the machine's connection"
+    );
     t.ok(&["machine", "reset", "-f"]);
     assert_eq!(t.ok(&["machine", "ls", "-q"]), "");
 }
@@ -536,6 +568,19 @@ fn ext4_uuid(disk: &Path) -> Option<[u8; 16]> {
 /// End to end with the real guest image (scripts/build-guest-image.sh; its directory in
 /// CAPSA_TEST_GUEST_IMAGE): init, start until the agent's Hello, stop through the
 /// agent, start again with the data disk kept, kill QEMU, recover.
+/// The fixture busybox as the guest reaches it, or `None` (after a loud skip) when the
+/// fixture registry is not running.
+fn guest_registry_image() -> Option<String> {
+    let Ok(reg) = std::env::var("CAPSA_TEST_REGISTRY") else {
+        println!(
+            "SKIP the pull and run in the guest: CAPSA_TEST_REGISTRY is not set (scripts/test.sh starts the fixture registry)"
+        );
+        return None;
+    };
+    let port = reg.rsplit(':').next().unwrap_or_default();
+    Some(format!("10.0.2.2:{port}/busybox:latest"))
+}
+
 #[test]
 fn real_guest_image_end_to_end() {
     let Some(img) = std::env::var_os("CAPSA_TEST_GUEST_IMAGE") else {
@@ -570,6 +615,42 @@ fn real_guest_image_end_to_end() {
         "the agent's Hello made it ready: {err}"
     );
     assert!(!err.contains("WARN: installing"), "{err}");
+
+    // `machine ssh` runs a command (russh to the guest's dropbear, key made at init).
+    let out = t.ok(&["machine", "ssh", "capsa-default", "id", "-un"]);
+    assert_eq!(out.trim(), "capsa", "rootless machines log in as capsa");
+    // The engine in the guest pulls from the registry on the host (QEMU's user network
+    // shows the host's loopback as 10.0.2.2) and runs a container.
+    let image = guest_registry_image();
+    if let Some(image) = &image {
+        let o = t.run(&[
+            "machine",
+            "ssh",
+            "capsa-default",
+            "capsa",
+            "pull",
+            "--tls-verify=false",
+            image,
+        ]);
+        assert!(
+            o.status.success(),
+            "pull in the guest: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let out = t.ok(&[
+            "machine",
+            "ssh",
+            "capsa-default",
+            "capsa",
+            "run",
+            "--rm",
+            image,
+            "echo",
+            "hello from the guest",
+        ]);
+        assert_eq!(out.trim(), "hello from the guest");
+    }
     let o = t.run(&["machine", "stop"]);
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     assert!(o.status.success(), "{err}");
@@ -579,6 +660,21 @@ fn real_guest_image_end_to_end() {
 
     t.ok(&["machine", "start"]);
     assert_eq!(ext4_uuid(&disk), Some(uuid), "data disk kept");
+    if let Some(image) = &image {
+        let out = t.ok(&[
+            "machine",
+            "ssh",
+            "capsa-default",
+            "capsa",
+            "images",
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
+        ]);
+        assert!(
+            out.lines().any(|l| l == image),
+            "the image pulled before the restart is still there: {out}"
+        );
+    }
     let pid = pid_of(&t, "capsa-default");
     unsafe { libc::kill(pid, libc::SIGKILL) };
     std::thread::sleep(Duration::from_millis(500));

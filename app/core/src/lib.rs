@@ -6,11 +6,14 @@
 //! Machines (docs/machines.md, docs/internals.md "Machines"): [`machine`] keeps one
 //! folder per machine; [`driver`] is the small interface every hypervisor backend
 //! implements, with its capabilities as data; [`qemu`] and (macOS) `vz` are the
-//! backends; [`accel`] probes which accelerator actually runs guests.
+//! backends; [`accel`] probes which accelerator actually runs guests; [`ssh`] is the
+//! client behind `machine ssh` and the SSH transport.
 
 pub use capsa_proto::PROTOCOL_VERSION;
 
 pub mod accel;
+#[cfg(unix)]
+pub mod connection;
 pub mod driver;
 pub mod machine;
 #[cfg(unix)]

@@ -9,6 +9,7 @@ pub mod generate;
 mod image;
 mod login;
 pub mod machine;
+pub mod system;
 pub mod volume;
 
 use std::path::PathBuf;
@@ -47,6 +48,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Machine(c) => machine::run(c).await,
+        Command::System(c) => system::run(c),
         Command::Login(a) => login::login(&g, a).await,
         Command::Logout(a) => login::logout(a),
         Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => {

@@ -408,6 +408,8 @@ impl Machine {
         }
         if let Some(r) = rootful {
             self.config.rootful = r;
+            // The connection logs in as the engine's user: root or capsa.
+            self.record_connection()?;
         }
         self.save()?;
         self.event(Event::with(

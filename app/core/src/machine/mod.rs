@@ -39,6 +39,8 @@ const MAX_SOCKET_PATH: usize = 100;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MachineError {
+    #[error(transparent)]
+    Connection(#[from] crate::connection::ConnectionError),
     #[error("machine {0:?} does not exist")]
     NotFound(String),
     #[error("machine {0:?} already exists")]
@@ -106,6 +108,7 @@ impl MachineError {
     /// What the user can do about it, when there is something.
     pub fn hint(&self) -> Option<String> {
         Some(match self {
+            MachineError::Connection(c) => return c.hint(),
             MachineError::NotFound(_) => "list machines with `capsa machine ls`, or create one with `capsa machine init`".into(),
             MachineError::AlreadyRunning(n) => format!("stop it with `capsa machine stop {n}`"),
             MachineError::Running(n) => format!("`capsa machine stop {n}` first, or `capsa machine rm -f {n}`"),
@@ -451,6 +454,7 @@ impl Store {
             m.resize_data_disk(opts.disk_size_gib)?;
             sshkey::generate(&m.dir.join("id_ed25519"), &opts.name)?;
             m.save()?;
+            m.record_connection()?;
             m.event(Event::new("created"));
             Ok::<_, MachineError>(m)
         })();
@@ -676,7 +680,43 @@ impl Machine {
 
     /// Removes the machine's folder (and its socket folder); the caller checked it is
     /// stopped and holds its lock.
+    /// The machine as a connection (`capsa system connection ls`): SSH to the guest's
+    /// engine user through the forwarded port, with the machine's key.
+    pub fn connection(&self) -> crate::connection::Destination {
+        crate::connection::Destination {
+            uri: format!(
+                "ssh://{}@127.0.0.1:{}",
+                self.config.ssh_user(),
+                self.config.ssh_port
+            ),
+            identity: self.ssh_identity().display().to_string(),
+            is_machine: true,
+        }
+    }
+
+    /// Adds or refreshes the machine's connection; the first one becomes the default.
+    pub fn record_connection(&self) -> Result<(), MachineError> {
+        let Some(path) = crate::connection::Connections::default_path() else {
+            return Ok(());
+        };
+        crate::connection::Connections::update(&path, |c| {
+            let name = self.name();
+            c.map.remove(name);
+            c.add(name, self.connection(), false)
+        })?;
+        Ok(())
+    }
+
     pub fn remove_files(&self) -> Result<(), MachineError> {
+        if let Some(path) = crate::connection::Connections::default_path() {
+            // Gone already (or never written) is fine: the machine is what is removed.
+            let _ = crate::connection::Connections::update(&path, |c| {
+                if c.map.get(self.name()).is_some_and(|d| d.is_machine) {
+                    c.remove(self.name())?;
+                }
+                Ok(())
+            });
+        }
         let sd = self.socket_dir();
         if sd != self.dir {
             let _ = fs::remove_dir_all(&sd);
