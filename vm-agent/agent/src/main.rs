@@ -15,7 +15,6 @@ mod session;
 mod sys;
 mod timesync;
 mod transport;
-mod window;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

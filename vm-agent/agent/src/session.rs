@@ -2,10 +2,10 @@
 //! on the stream until it ends. Processes an exec started belong to the connection: when
 //! it ends they are killed, as an SSH session's are.
 
-use crate::exec::{self, Reader, Writer};
+use crate::exec::{self, Writer};
 use crate::reaper::Status;
-use crate::window::Window;
 use crate::{Agent, Stop, fdio::FdStream, sys};
+use capsa_mux::{Inbound, Mux, OpenError};
 use capsa_proto::*;
 use std::collections::HashMap;
 use std::io;
@@ -59,22 +59,17 @@ struct ExecEntry {
     pty: Option<FdStream>,
 }
 
-#[derive(Default)]
-struct Shared {
-    /// Streams we send on (stdout, stderr) and their credit.
-    outbound: HashMap<u32, Arc<Window>>,
-    /// Running execs by request id.
-    execs: HashMap<u32, ExecEntry>,
-}
+/// Running execs by request id.
+type Execs = Arc<Mutex<HashMap<u32, ExecEntry>>>;
 
 struct Session {
     agent: Arc<Agent>,
     out: Outbox,
     hello: Hello,
     negotiated: Option<Negotiated>,
-    /// Streams the host sends on (stdin).
-    inbound: HashMap<u32, mpsc::UnboundedSender<Vec<u8>>>,
-    shared: Arc<Mutex<Shared>>,
+    /// The stdio streams: stdin from the host, stdout and stderr to it.
+    mux: Arc<Mux>,
+    execs: Execs,
 }
 
 pub async fn serve<S>(agent: Arc<Agent>, stream: S)
@@ -133,13 +128,20 @@ where
     out.json(Kind::Hello, 0, &hello);
     agent.announce_ready();
 
+    let mux = Mux::new({
+        let out = out.clone();
+        move |frame| {
+            out.frame(frame);
+            Ok(())
+        }
+    });
     let mut session = Session {
         agent,
         out,
         hello,
         negotiated: None,
-        inbound: HashMap::new(),
-        shared: Arc::new(Mutex::new(Shared::default())),
+        mux,
+        execs: Arc::new(Mutex::new(HashMap::new())),
     };
     let mut decoder = Decoder::new();
     let mut buf = vec![0u8; 64 * 1024];
@@ -223,26 +225,8 @@ impl Session {
                     Err(body) => self.out.response(id, Err(body)),
                 }
             }
-            Kind::Data => {
-                if let Some(tx) = self.inbound.get(&frame.channel) {
-                    let _ = tx.send(frame.payload);
-                }
-            }
-            Kind::Close => {
-                self.inbound.remove(&frame.channel);
-            }
-            Kind::Credit => {
-                let bytes = frame.credit_bytes().map_err(|e| e.to_string())?;
-                let window = self
-                    .shared
-                    .lock()
-                    .unwrap()
-                    .outbound
-                    .get(&frame.channel)
-                    .cloned();
-                if let Some(window) = window {
-                    window.grant(bytes);
-                }
+            Kind::Data | Kind::Close | Kind::Credit => {
+                self.mux.handle(frame).map_err(|e| e.to_string())?;
             }
             Kind::Error => {
                 let message = frame
@@ -282,10 +266,9 @@ impl Session {
             Request::Exec(req) => self.exec(id, req),
             Request::Resize(req) => {
                 let pty = self
-                    .shared
+                    .execs
                     .lock()
                     .unwrap()
-                    .execs
                     .get(&req.exec)
                     .map(|e| e.pty.clone());
                 match pty {
@@ -300,13 +283,7 @@ impl Session {
                 }
             }
             Request::Signal(req) => {
-                let pid = self
-                    .shared
-                    .lock()
-                    .unwrap()
-                    .execs
-                    .get(&req.exec)
-                    .map(|e| e.pid);
+                let pid = self.execs.lock().unwrap().get(&req.exec).map(|e| e.pid);
                 match (pid, sys::parse_signal(&req.signal)) {
                     (None, _) => Err(no_such_exec(req.exec)),
                     (_, None) => Err(ErrorBody::new(
@@ -342,49 +319,34 @@ impl Session {
     }
 
     fn exec(&mut self, id: u32, req: ExecRequest) -> Result<Reply, ErrorBody> {
-        {
-            let shared = self.shared.lock().unwrap();
-            if shared.execs.contains_key(&id) {
-                return Err(ErrorBody::new(
-                    ErrorCode::BadRequest,
-                    format!("request id {id} is already a running exec"),
-                ));
-            }
-            for stream in [req.stdin, req.stdout, req.stderr].into_iter().flatten() {
-                if shared.outbound.contains_key(&stream) || self.inbound.contains_key(&stream) {
-                    return Err(ErrorBody::new(
-                        ErrorCode::StreamInUse,
-                        format!("stream {stream} is already open"),
-                    ));
-                }
-            }
+        if self.execs.lock().unwrap().contains_key(&id) {
+            return Err(ErrorBody::new(
+                ErrorCode::BadRequest,
+                format!("request id {id} is already a running exec"),
+            ));
         }
+        // Opened before the process starts, so a refused id starts nothing; a stream
+        // dropped unused (the process failed to start) is never announced to the host.
+        let open_out = |stream: Option<u32>| stream.map(|s| self.mux.open_outbound(s)).transpose();
+        let stdout = open_out(req.stdout).map_err(not_opened)?;
+        let stderr = open_out(req.stderr).map_err(not_opened)?;
+        let stdin = req
+            .stdin
+            .map(|s| self.mux.open_inbound(s))
+            .transpose()
+            .map_err(not_opened)?;
         let spawned = exec::spawn(&req)?;
         let pid = spawned.pid;
         let mut pumps = Vec::new();
-        let outputs = [(req.stdout, spawned.stdout), (req.stderr, spawned.stderr)];
-        for (stream, reader) in outputs {
+        for (stream, reader) in [(stdout, spawned.stdout), (stderr, spawned.stderr)] {
             if let (Some(stream), Some(reader)) = (stream, reader) {
-                let window = Arc::new(Window::new(INITIAL_WINDOW));
-                self.shared
-                    .lock()
-                    .unwrap()
-                    .outbound
-                    .insert(stream, window.clone());
-                pumps.push(tokio::spawn(pump_out(
-                    reader,
-                    stream,
-                    window,
-                    self.out.clone(),
-                )));
+                pumps.push(tokio::spawn(stream.pump(reader)));
             }
         }
-        if let (Some(stream), Some(writer)) = (req.stdin, spawned.stdin) {
-            let (tx, rx) = mpsc::unbounded_channel();
-            self.inbound.insert(stream, tx);
-            tokio::spawn(pump_in(writer, stream, rx, self.out.clone()));
+        if let (Some(stream), Some(writer)) = (stdin, spawned.stdin) {
+            tokio::spawn(pump_in(writer, stream));
         }
-        self.shared.lock().unwrap().execs.insert(
+        self.execs.lock().unwrap().insert(
             id,
             ExecEntry {
                 pid,
@@ -395,8 +357,7 @@ impl Session {
             id,
             spawned.status,
             pumps,
-            [req.stdout, req.stderr],
-            self.shared.clone(),
+            self.execs.clone(),
             self.out.clone(),
         ));
         Ok(Reply::ExecStarted(ExecStarted { pid: pid as u32 }))
@@ -404,14 +365,10 @@ impl Session {
 
     /// The connection is gone: its processes are killed and its pumps stopped.
     fn close(&mut self) {
-        self.inbound.clear();
-        let shared = self.shared.lock().unwrap();
-        for exec in shared.execs.values() {
+        self.mux.fail("session closed");
+        for exec in self.execs.lock().unwrap().values() {
             // SAFETY: kill has no memory effects. Each exec leads its own process group.
             unsafe { libc::kill(-exec.pid, libc::SIGKILL) };
-        }
-        for window in shared.outbound.values() {
-            window.close();
         }
     }
 }
@@ -423,6 +380,14 @@ fn no_such_exec(id: u32) -> ErrorBody {
     )
 }
 
+fn not_opened(e: OpenError) -> ErrorBody {
+    let code = match e {
+        OpenError::InUse(_) => ErrorCode::StreamInUse,
+        OpenError::Closed(_) => ErrorCode::Failed,
+    };
+    ErrorBody::new(code, e.to_string())
+}
+
 fn failed(what: &str, e: io::Error) -> ErrorBody {
     let code = if e.kind() == io::ErrorKind::PermissionDenied {
         ErrorCode::PermissionDenied
@@ -432,41 +397,18 @@ fn failed(what: &str, e: io::Error) -> ErrorBody {
     ErrorBody::new(code, format!("cannot {what}: {e}"))
 }
 
-/// Process output → Data frames, never more than the host granted.
-async fn pump_out(mut reader: Reader, stream: u32, window: Arc<Window>, out: Outbox) {
-    let mut buf = vec![0u8; MAX_DATA_CHUNK];
-    while let Some(n) = window.take(MAX_DATA_CHUNK).await {
-        match reader.read(&mut buf[..n]).await {
-            Ok(0) | Err(_) => {
-                window.give_back(n);
-                break;
-            }
-            Ok(read) => {
-                window.give_back(n - read);
-                out.frame(Frame::new(Kind::Data, stream, buf[..read].to_vec()));
-            }
-        }
-    }
-    out.frame(Frame::new(Kind::Close, stream, Vec::new()));
-}
-
 /// Data frames → process stdin; credit goes back once bytes are in the pipe, so a
 /// process that does not read stalls only its own stream.
-async fn pump_in(
-    mut writer: Writer,
-    stream: u32,
-    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
-    out: Outbox,
-) {
-    while let Some(data) = rx.recv().await {
-        if writer.write_all(&data).await.is_err() {
-            // The process closed its stdin: keep granting so the host is never stuck.
-            while let Some(data) = rx.recv().await {
-                out.frame(Frame::credit(stream, data.len() as u32));
-            }
+async fn pump_in(mut writer: Writer, mut stream: Inbound) {
+    // An error is the connection lost: the session kills the process.
+    while let Ok(Some(data)) = stream.recv().await {
+        let written = writer.write_all(&data).await;
+        stream.credit(data.len());
+        if written.is_err() {
+            // The process closed its stdin. Dropping the stream credits whatever else
+            // the host sends, so the host is never stuck.
             return;
         }
-        out.frame(Frame::credit(stream, data.len() as u32));
     }
     let _ = writer.shutdown().await;
 }
@@ -475,8 +417,7 @@ async fn wait_exit(
     id: u32,
     status: oneshot::Receiver<Status>,
     pumps: Vec<JoinHandle<()>>,
-    streams: [Option<u32>; 2],
-    shared: Arc<Mutex<Shared>>,
+    execs: Execs,
     out: Outbox,
 ) {
     let status = status.await;
@@ -484,13 +425,7 @@ async fn wait_exit(
     for pump in pumps {
         let _ = pump.await;
     }
-    {
-        let mut shared = shared.lock().unwrap();
-        shared.execs.remove(&id);
-        for stream in streams.into_iter().flatten() {
-            shared.outbound.remove(&stream);
-        }
-    }
+    execs.lock().unwrap().remove(&id);
     let (code, signal) = match status {
         Ok(Status::Exited(code)) => (Some(code), None),
         Ok(Status::Signaled(sig)) => (None, Some(sig)),

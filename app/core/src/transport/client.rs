@@ -6,13 +6,14 @@
 //! requests also have a timeout for a guest that hangs without closing the stream.
 
 use super::{BoxStream, Duplex, Transport};
+use capsa_mux::{Closed, Inbound, Mux, OpenError, Outbound};
 use capsa_proto::*;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{Notify, broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -107,66 +108,15 @@ impl ExecOptions {
     }
 }
 
-/// Send credit of a stream we write (stdin).
-struct Window {
-    state: Mutex<(u64, bool)>,
-    notify: Notify,
-}
-
-impl Window {
-    fn new() -> Window {
-        Window {
-            state: Mutex::new((u64::from(INITIAL_WINDOW), false)),
-            notify: Notify::new(),
-        }
-    }
-
-    fn grant(&self, bytes: u32) {
-        self.state.lock().unwrap().0 += u64::from(bytes);
-        self.notify.notify_one();
-    }
-
-    fn close(&self) {
-        self.state.lock().unwrap().1 = true;
-        self.notify.notify_one();
-    }
-
-    async fn take(&self, max: usize) -> Option<usize> {
-        loop {
-            {
-                let mut state = self.state.lock().unwrap();
-                if state.1 {
-                    return None;
-                }
-                if state.0 > 0 {
-                    let n = state.0.min(max as u64);
-                    state.0 -= n;
-                    return Some(n as usize);
-                }
-            }
-            self.notify.notified().await;
-        }
-    }
-}
-
-enum Chunk {
-    Data(Vec<u8>),
-    Lost(String),
-}
-
 #[derive(Default)]
 struct State {
-    dead: Option<String>,
     pending: HashMap<u32, oneshot::Sender<Response>>,
-    /// Streams the agent sends on (stdout, stderr).
-    inbound: HashMap<u32, mpsc::UnboundedSender<Chunk>>,
-    /// Streams we send on (stdin).
-    outbound: HashMap<u32, Arc<Window>>,
     exits: HashMap<u32, oneshot::Sender<ExecExit>>,
 }
 
 struct Inner {
-    out: mpsc::UnboundedSender<Vec<u8>>,
+    /// The stdio streams, and whether the connection is dead (and why).
+    mux: Arc<Mux>,
     state: Mutex<State>,
     next_id: AtomicU32,
     next_stream: AtomicU32,
@@ -178,38 +128,33 @@ struct Inner {
 
 impl Inner {
     fn send(&self, frame: Frame) -> Result<(), ClientError> {
-        let bytes = frame
-            .to_bytes()
-            .map_err(|e| ClientError::ConnectionLost(format!("cannot encode a frame: {e}")))?;
-        if let Some(reason) = &self.state.lock().unwrap().dead {
-            return Err(ClientError::ConnectionLost(reason.clone()));
-        }
-        self.out
-            .send(bytes)
-            .map_err(|_| ClientError::ConnectionLost("writer stopped".into()))
+        self.mux.send(frame).map_err(lost)
     }
 
     fn lost(&self) -> ClientError {
-        let reason = self.state.lock().unwrap().dead.clone();
+        let reason = self.mux.dead();
         ClientError::ConnectionLost(reason.unwrap_or_else(|| "connection closed".into()))
+    }
+
+    /// Fails once the connection is dead. Called under the state lock, so whatever the
+    /// caller registers after the check is failed by [`Inner::kill`].
+    fn check_alive(&self) -> Result<(), ClientError> {
+        match self.mux.dead() {
+            Some(reason) => Err(ClientError::ConnectionLost(reason)),
+            None => Ok(()),
+        }
     }
 
     /// Marks the connection dead and fails everything waiting on it.
     fn kill(&self, reason: String) {
-        let mut state = self.state.lock().unwrap();
-        if state.dead.is_some() {
+        // The mux first: a request that registers after this sees the connection dead.
+        if !self.mux.fail(&reason) {
             return;
         }
         tracing::debug!("agent connection lost: {reason}");
-        state.dead = Some(reason.clone());
+        let mut state = self.state.lock().unwrap();
         state.pending.clear();
         state.exits.clear();
-        for (_, tx) in state.inbound.drain() {
-            let _ = tx.send(Chunk::Lost(reason.clone()));
-        }
-        for (_, window) in state.outbound.drain() {
-            window.close();
-        }
     }
 
     fn handle(&self, frame: Frame) -> Result<(), String> {
@@ -231,35 +176,8 @@ impl Inner {
                 }
                 let _ = self.events.send(event);
             }
-            Kind::Data => {
-                let len = frame.payload.len() as u32;
-                let state = self.state.lock().unwrap();
-                let delivered = match state.inbound.get(&frame.channel) {
-                    Some(tx) => tx.send(Chunk::Data(frame.payload)).is_ok(),
-                    None => false,
-                };
-                drop(state);
-                // Nobody reads this stream any more: hand the credit straight back so the
-                // process in the guest never blocks on output we discard.
-                if !delivered && len > 0 {
-                    let _ = self.send(Frame::credit(frame.channel, len));
-                }
-            }
-            Kind::Close => {
-                self.state.lock().unwrap().inbound.remove(&frame.channel);
-            }
-            Kind::Credit => {
-                let bytes = frame.credit_bytes().map_err(|e| e.to_string())?;
-                let window = self
-                    .state
-                    .lock()
-                    .unwrap()
-                    .outbound
-                    .get(&frame.channel)
-                    .cloned();
-                if let Some(window) = window {
-                    window.grant(bytes);
-                }
+            Kind::Data | Kind::Close | Kind::Credit => {
+                self.mux.handle(frame).map_err(|e| e.to_string())?;
             }
             Kind::Error => {
                 let body: ErrorBody = frame.parse().map_err(|e| e.to_string())?;
@@ -376,8 +294,16 @@ impl Client {
             .map_err(|e| ClientError::ConnectionLost(format!("sending our Hello: {e}")))?;
 
         let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let mux = Mux::new(move |frame: Frame| {
+            let bytes = frame
+                .to_bytes()
+                .map_err(|e| Closed::new(format!("cannot encode a frame: {e}")))?;
+            out_tx
+                .send(bytes)
+                .map_err(|_| Closed::new("writer stopped"))
+        });
         let inner = Arc::new(Inner {
-            out: out_tx,
+            mux,
             state: Mutex::new(State::default()),
             next_id: AtomicU32::new(1),
             next_stream: AtomicU32::new(1),
@@ -457,7 +383,7 @@ impl Client {
 
     /// Whether the connection is known to be dead.
     pub fn is_closed(&self) -> bool {
-        self.inner.state.lock().unwrap().dead.is_some()
+        self.inner.mux.dead().is_some()
     }
 
     /// Events from the agent (exec exits included), from now on.
@@ -476,9 +402,7 @@ impl Client {
         let (tx, rx) = oneshot::channel();
         {
             let mut state = self.inner.state.lock().unwrap();
-            if let Some(reason) = &state.dead {
-                return Err(ClientError::ConnectionLost(reason.clone()));
-            }
+            self.inner.check_alive()?;
             state.pending.insert(id, tx);
         }
         if let Err(e) = self.inner.send(Frame::json(Kind::Request, id, &request)) {
@@ -575,28 +499,18 @@ impl Client {
 
         // Registered before the request goes out: output can follow the reply at once.
         let (exit_tx, exit_rx) = oneshot::channel();
-        let mut readers = Vec::new();
-        let window = Arc::new(Window::new());
+        let mux = &self.inner.mux;
+        let stdin_stream = stdin.map(|s| mux.open_outbound(s)).transpose();
+        let stdout_stream = stdout.map(|s| mux.open_inbound(s)).transpose();
+        let stderr_stream = stderr.map(|s| mux.open_inbound(s)).transpose();
+        let (stdin_stream, stdout_stream, stderr_stream) = (
+            stdin_stream.map_err(not_opened)?,
+            stdout_stream.map_err(not_opened)?,
+            stderr_stream.map_err(not_opened)?,
+        );
         {
             let mut state = self.inner.state.lock().unwrap();
-            if let Some(reason) = &state.dead {
-                return Err(ClientError::ConnectionLost(reason.clone()));
-            }
-            for stream in [stdout, stderr] {
-                let (tx, rx) = mpsc::unbounded_channel();
-                if let Some(stream) = stream {
-                    state.inbound.insert(stream, tx);
-                }
-                readers.push(stream.map(|id| StreamReader {
-                    id,
-                    rx,
-                    inner: self.inner.clone(),
-                    done: false,
-                }));
-            }
-            if let Some(stream) = stdin {
-                state.outbound.insert(stream, window.clone());
-            }
+            self.inner.check_alive()?;
             state.exits.insert(id, exit_tx);
         }
         let request = Request::Exec(ExecRequest {
@@ -613,34 +527,42 @@ impl Client {
         let pid = match self.request_with_id(id, request).await {
             Ok(Reply::ExecStarted(started)) => started.pid,
             result => {
-                let mut state = self.inner.state.lock().unwrap();
-                state.exits.remove(&id);
-                for stream in [stdin, stdout, stderr].into_iter().flatten() {
-                    state.inbound.remove(&stream);
-                    state.outbound.remove(&stream);
-                }
+                // The streams are dropped unannounced: the agent never opened them.
+                self.inner.state.lock().unwrap().exits.remove(&id);
                 return Err(match result {
                     Ok(other) => unexpected("exec", other),
                     Err(e) => e,
                 });
             }
         };
-        let stderr_reader = readers.pop().flatten();
-        let stdout_reader = readers.pop().flatten();
+        let reader = |stream| StreamReader {
+            stream,
+            _connection: self.inner.clone(),
+        };
         Ok(Exec {
             id,
             pid,
             client: self.clone(),
-            stdin: stdin.map(|stream| ExecStdin {
-                id: stream,
-                window,
-                inner: self.inner.clone(),
-                closed: false,
+            stdin: stdin_stream.map(|stream| ExecStdin {
+                stream,
+                _connection: self.inner.clone(),
             }),
-            stdout: stdout_reader,
-            stderr: stderr_reader,
+            stdout: stdout_stream.map(reader),
+            stderr: stderr_stream.map(reader),
             exit: Some(exit_rx),
         })
+    }
+}
+
+fn lost(closed: Closed) -> ClientError {
+    ClientError::ConnectionLost(closed.reason)
+}
+
+/// Stream ids come from our counter, so only a dead connection refuses one.
+fn not_opened(e: OpenError) -> ClientError {
+    match e {
+        OpenError::Closed(closed) => lost(closed),
+        OpenError::InUse(_) => ClientError::ConnectionLost(e.to_string()),
     }
 }
 
@@ -709,80 +631,46 @@ impl Exec {
 
 /// An exec's stdin. Dropping it closes the stream (the process reads end of file).
 pub struct ExecStdin {
-    id: u32,
-    window: Arc<Window>,
-    inner: Arc<Inner>,
-    closed: bool,
+    stream: Outbound,
+    /// Keeps the connection's tasks running while the stream is in use.
+    _connection: Arc<Inner>,
 }
 
 impl ExecStdin {
     /// Sends all of `data`, waiting for credit when the process reads slowly.
-    pub async fn write_all(&mut self, mut data: &[u8]) -> Result<(), ClientError> {
-        while !data.is_empty() {
-            let Some(n) = self.window.take(data.len().min(MAX_DATA_CHUNK)).await else {
-                return Err(self.inner.lost());
-            };
-            self.inner
-                .send(Frame::new(Kind::Data, self.id, data[..n].to_vec()))?;
-            data = &data[n..];
-        }
-        Ok(())
+    pub async fn write_all(&mut self, data: &[u8]) -> Result<(), ClientError> {
+        self.stream.write_all(data).await.map_err(lost)
     }
 
     /// Ends the stream: the process reads end of file.
     pub fn close(mut self) -> Result<(), ClientError> {
-        self.closed = true;
-        self.finish()
-    }
-
-    fn finish(&self) -> Result<(), ClientError> {
-        self.inner.state.lock().unwrap().outbound.remove(&self.id);
-        self.inner
-            .send(Frame::new(Kind::Close, self.id, Vec::new()))
+        self.stream.close().map_err(lost)
     }
 }
 
 impl Drop for ExecStdin {
     fn drop(&mut self) {
-        if !self.closed {
-            let _ = self.finish();
-        }
+        let _ = self.stream.close();
     }
 }
 
-/// An output stream of an exec (stdout, stderr, or a tty's output).
+/// An output stream of an exec (stdout, stderr, or a tty's output). Dropping it
+/// discards the rest of the output without stalling the process.
 pub struct StreamReader {
-    id: u32,
-    rx: mpsc::UnboundedReceiver<Chunk>,
-    inner: Arc<Inner>,
-    done: bool,
+    stream: Inbound,
+    /// Keeps the connection's tasks running while the stream is in use.
+    _connection: Arc<Inner>,
 }
 
 impl StreamReader {
     /// The next chunk, `None` at end of stream. Taking a chunk grants the agent as
     /// much credit again: a reader that stops reading stalls only this stream.
     pub async fn recv(&mut self) -> Result<Option<Vec<u8>>, ClientError> {
-        if self.done {
-            return Ok(None);
+        let chunk = self.stream.recv().await.map_err(lost)?;
+        if let Some(data) = &chunk {
+            self.stream.credit(data.len());
         }
-        match self.rx.recv().await {
-            Some(Chunk::Data(data)) => {
-                if !data.is_empty() {
-                    self.inner
-                        .send(Frame::credit(self.id, data.len() as u32))
-                        .ok();
-                }
-                Ok(Some(data))
-            }
-            Some(Chunk::Lost(reason)) => {
-                self.done = true;
-                Err(ClientError::ConnectionLost(reason))
-            }
-            None => {
-                self.done = true;
-                Ok(None)
-            }
-        }
+        Ok(chunk)
     }
 
     /// Everything until end of stream.
@@ -792,22 +680,5 @@ impl StreamReader {
             all.extend_from_slice(&chunk);
         }
         Ok(all)
-    }
-}
-
-impl Drop for StreamReader {
-    fn drop(&mut self) {
-        // Whatever is buffered was never acknowledged: give its credit back, and from
-        // now on the reader task returns credit for this stream as data arrives.
-        self.rx.close();
-        let mut unread = 0usize;
-        while let Ok(chunk) = self.rx.try_recv() {
-            if let Chunk::Data(data) = chunk {
-                unread += data.len();
-            }
-        }
-        if unread > 0 {
-            let _ = self.inner.send(Frame::credit(self.id, unread as u32));
-        }
     }
 }
