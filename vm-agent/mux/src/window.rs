@@ -84,14 +84,20 @@ mod tests {
         assert_eq!(window.take(1000).await, Some(5));
     }
 
-    #[tokio::test]
-    async fn take_waits_for_a_grant() {
+    /// A task waiting in `take` on an empty window.
+    async fn waiting_taker() -> (Arc<Window>, tokio::task::JoinHandle<Option<usize>>) {
         let window = Arc::new(Window::new(0));
         let taker = tokio::spawn({
             let window = window.clone();
             async move { window.take(64).await }
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
+        (window, taker)
+    }
+
+    #[tokio::test]
+    async fn take_waits_for_a_grant() {
+        let (window, taker) = waiting_taker().await;
         assert!(!taker.is_finished(), "took credit that was never granted");
         window.grant(10);
         assert_eq!(taker.await.unwrap(), Some(10));
@@ -106,12 +112,7 @@ mod tests {
 
     #[tokio::test]
     async fn close_wakes_a_waiting_taker_and_refuses_later_ones() {
-        let window = Arc::new(Window::new(0));
-        let taker = tokio::spawn({
-            let window = window.clone();
-            async move { window.take(64).await }
-        });
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        let (window, taker) = waiting_taker().await;
         window.close();
         assert_eq!(taker.await.unwrap(), None);
         window.grant(10);
