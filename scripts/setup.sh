@@ -13,8 +13,8 @@ with_tests=0
 pkgs=(ca-certificates uidmap crun passt slirp4netns fuse-overlayfs catatonit busybox-static
       docker-registry skopeo apache2-utils jq zstd openssl curl python3 gcc libc6-dev bsdutils time)
 (( with_tests )) && pkgs+=(podman mmdebstrap systemd linux-image-amd64)
-# The guest image: build (scripts/build-guest-image.sh), boot test, aarch64 cross build.
-(( with_tests )) && pkgs+=(erofs-utils cpio musl-tools qemu-system-x86 gcc-aarch64-linux-gnu qemu-user-static)
+# The guest image: build (scripts/build-guest-image.sh), boot test, aarch64 build and boot.
+(( with_tests )) && pkgs+=(erofs-utils cpio musl-tools qemu-system-x86 gcc-aarch64-linux-gnu qemu-user-static qemu-system-arm)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
