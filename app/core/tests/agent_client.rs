@@ -724,3 +724,74 @@ async fn many_concurrent_requests_on_one_connection() {
         task.await.unwrap().unwrap();
     }
 }
+
+/// A TCP echo server on loopback that answers each connection with `prefix` and then
+/// echoes; returns its port.
+fn echo_server(prefix: &'static [u8]) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            std::thread::spawn(move || {
+                let _ = conn.write_all(prefix);
+                let mut buf = [0u8; 65536];
+                loop {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if conn.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                // End of file from the client: end ours too.
+                let _ = conn.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn connect_carries_tcp_both_ways_and_reports_refusals() {
+    let agent = agent_or_skip!("connect_carries_tcp_both_ways_and_reports_refusals");
+    let client = agent.client().await;
+    assert!(client.negotiated().has(features::CONNECT));
+    let port = echo_server(b"hello\n");
+
+    // Two connections at once, one carrying 4 MiB (far beyond the credit window):
+    // both complete, and neither's bytes reach the other.
+    let (mut w1, mut r1) = client.connect_tcp("127.0.0.1", port).await.unwrap();
+    let (mut w2, mut r2) = client.connect_tcp("localhost", port).await.unwrap();
+    let big: Vec<u8> = (0..4 << 20).map(|i| (i % 251) as u8).collect();
+    let sender = {
+        let big = big.clone();
+        tokio::spawn(async move {
+            w1.write_all(&big).await.unwrap();
+            w1.close().unwrap();
+        })
+    };
+    w2.write_all(b"second").await.unwrap();
+    w2.close().unwrap();
+    let got2 = r2.read_to_end().await.unwrap();
+    assert_eq!(got2, b"hello\nsecond");
+    let got1 = r1.read_to_end().await.unwrap();
+    sender.await.unwrap();
+    assert_eq!(&got1[..6], b"hello\n");
+    assert!(got1[6..] == big[..], "4 MiB came back intact");
+
+    // Nothing listens there: a typed error, at once, and the connection lives on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let e = client
+        .connect_tcp("127.0.0.1", dead_port)
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(e.code(), Some(ErrorCode::ConnectionRefused), "{e}");
+    assert!(e.to_string().contains(&format!("127.0.0.1:{dead_port}")), "{e}");
+    client.ping().await.unwrap();
+}

@@ -2,7 +2,7 @@
 //! on the stream until it ends. Processes an exec started belong to the connection: when
 //! it ends they are killed, as an SSH session's are.
 
-use crate::exec::{self, Writer};
+use crate::exec;
 use crate::reaper::Status;
 use crate::{Agent, Stop, fdio::FdStream, sys};
 use capsa_mux::{Inbound, Mux, OpenError};
@@ -53,6 +53,9 @@ impl Outbox {
         }
     }
 }
+
+/// How long `Connect` waits for the guest-side connection.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 struct ExecEntry {
     pid: i32,
@@ -118,6 +121,7 @@ where
             features::PTY,
             features::SET_TIME,
             features::AUTHORIZED_KEYS,
+            features::CONNECT,
         ],
     );
     if agent.pid1 {
@@ -264,6 +268,11 @@ impl Session {
                 )))
             }
             Request::Exec(req) => self.exec(id, req),
+            Request::Connect(req) => match self.connect(id, req) {
+                // Answered by the connecting task.
+                Ok(()) => return,
+                Err(e) => Err(e),
+            },
             Request::Resize(req) => {
                 let pty = self
                     .execs
@@ -363,6 +372,48 @@ impl Session {
         Ok(Reply::ExecStarted(ExecStarted { pid: pid as u32 }))
     }
 
+    /// Opens the two streams now (a refused id connects nothing) and connects in a task
+    /// of its own, so a slow or unanswered connect holds up no other request.
+    fn connect(&mut self, id: u32, req: ConnectRequest) -> Result<(), ErrorBody> {
+        let recv = self.mux.open_outbound(req.recv).map_err(not_opened)?;
+        let send = self.mux.open_inbound(req.send).map_err(not_opened)?;
+        let out = self.out.clone();
+        tokio::spawn(async move {
+            let target = format!("{}:{}", req.host, req.port);
+            let connected = tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                tokio::net::TcpStream::connect((req.host.as_str(), req.port)),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no answer in {} s", CONNECT_TIMEOUT.as_secs()),
+                ))
+            });
+            let tcp = match connected {
+                Ok(tcp) => tcp,
+                Err(e) => {
+                    // The streams are dropped unannounced: the host forgets them too.
+                    let code = if e.kind() == io::ErrorKind::ConnectionRefused {
+                        ErrorCode::ConnectionRefused
+                    } else {
+                        ErrorCode::Failed
+                    };
+                    let body = ErrorBody::new(code, format!("cannot connect to {target}: {e}"));
+                    out.response(id, Err(body));
+                    return;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            out.response(id, Ok(Reply::Done));
+            let (reader, writer) = tcp.into_split();
+            tokio::spawn(pump_in(writer, send));
+            recv.pump(reader).await;
+        });
+        Ok(())
+    }
+
     /// The connection is gone: its processes are killed and its pumps stopped.
     fn close(&mut self) {
         self.mux.fail("session closed");
@@ -399,7 +450,7 @@ fn failed(what: &str, e: io::Error) -> ErrorBody {
 
 /// Data frames → process stdin; credit goes back once bytes are in the pipe, so a
 /// process that does not read stalls only its own stream.
-async fn pump_in(mut writer: Writer, mut stream: Inbound) {
+async fn pump_in(mut writer: impl AsyncWrite + Unpin, mut stream: Inbound) {
     // An error is the connection lost: the session kills the process.
     while let Ok(Some(data)) = stream.recv().await {
         let written = writer.write_all(&data).await;

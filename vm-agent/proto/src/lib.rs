@@ -16,8 +16,8 @@ pub use frame::{
 pub use message::*;
 
 /// The highest protocol version this build speaks; bumped when kinds, variants or fields
-/// are added.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// are added. 2: `connect` (and the `connection_refused` error code).
+pub const PROTOCOL_VERSION: u32 = 2;
 /// The lowest protocol version this build still speaks.
 pub const MIN_PROTOCOL_VERSION: u32 = 1;
 

@@ -44,6 +44,8 @@ pub mod features {
     pub const AUTHORIZED_KEYS: &str = "authorized_keys";
     /// `Shutdown` powers the guest off (the agent runs as PID 1).
     pub const POWER_OFF: &str = "power_off";
+    /// `Connect`: TCP connections from the guest, carried on two streams.
+    pub const CONNECT: &str = "connect";
 }
 
 /// What the guest says about itself in its Hello.
@@ -158,6 +160,10 @@ pub enum Request {
     /// Powers the guest off cleanly (as PID 1); otherwise the agent exits. Answered with
     /// [`Reply::Done`] before it starts.
     Shutdown,
+    /// Opens a TCP connection from the guest (a published port, a service in the guest);
+    /// answered with [`Reply::Done`] once connected. Each side closes its stream at end
+    /// of file; the connection ends when both have.
+    Connect(ConnectRequest),
 }
 
 impl Request {
@@ -172,6 +178,7 @@ impl Request {
             Request::SetTime(_) => "set_time",
             Request::SetAuthorizedKeys(_) => "set_authorized_keys",
             Request::Shutdown => "shutdown",
+            Request::Connect(_) => "connect",
         }
     }
 }
@@ -211,6 +218,17 @@ pub struct ExecRequest {
     /// Stream the agent sends stderr on; discarded when absent. Unused with a tty.
     #[serde(default)]
     pub stderr: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConnectRequest {
+    /// An address as the guest resolves it: `127.0.0.1`, `10.88.0.5`, `localhost`.
+    pub host: String,
+    pub port: u16,
+    /// Stream the host sends the connection's bytes on.
+    pub send: u32,
+    /// Stream the agent sends what it reads from the connection on.
+    pub recv: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -343,6 +361,8 @@ pub enum ErrorCode {
     StreamInUse,
     /// Something else failed in the guest; the message says what.
     Failed,
+    /// Connect: nothing listens at that address and port.
+    ConnectionRefused,
     /// A code this build does not know (from a newer peer).
     #[serde(other)]
     Other,
@@ -357,6 +377,7 @@ impl ErrorCode {
             ErrorCode::HandshakeRequired => "handshake_required",
             ErrorCode::Incompatible => "incompatible",
             ErrorCode::NotFound => "not_found",
+            ErrorCode::ConnectionRefused => "connection_refused",
             ErrorCode::PermissionDenied => "permission_denied",
             ErrorCode::NoSuchUser => "no_such_user",
             ErrorCode::NoSuchExec => "no_such_exec",

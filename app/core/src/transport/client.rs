@@ -280,6 +280,7 @@ impl Client {
                 features::PTY,
                 features::SET_TIME,
                 features::AUTHORIZED_KEYS,
+                features::CONNECT,
                 features::POWER_OFF,
             ],
         );
@@ -543,7 +544,7 @@ impl Client {
             id,
             pid,
             client: self.clone(),
-            stdin: stdin_stream.map(|stream| ExecStdin {
+            stdin: stdin_stream.map(|stream| StreamWriter {
                 stream,
                 _connection: self.inner.clone(),
             }),
@@ -551,6 +552,46 @@ impl Client {
             stderr: stderr_stream.map(reader),
             exit: Some(exit_rx),
         })
+    }
+}
+
+impl Client {
+    /// A TCP connection from the guest to `host:port`, as the guest resolves it (a
+    /// published port's listener, a service in the guest): what is written goes to it,
+    /// what it sends comes back on the reader. A refused connection is
+    /// [`ClientError::Agent`] with [`ErrorCode::ConnectionRefused`].
+    pub async fn connect_tcp(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<(StreamWriter, StreamReader), ClientError> {
+        self.require(features::CONNECT)?;
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let send = self.inner.next_stream.fetch_add(1, Ordering::Relaxed);
+        let recv = self.inner.next_stream.fetch_add(1, Ordering::Relaxed);
+        let mux = &self.inner.mux;
+        // Registered before the request goes out: data can follow the reply at once.
+        let writer = mux.open_outbound(send).map_err(not_opened)?;
+        let reader = mux.open_inbound(recv).map_err(not_opened)?;
+        let request = Request::Connect(ConnectRequest {
+            host: host.into(),
+            port,
+            send,
+            recv,
+        });
+        match self.request_with_id(id, request).await? {
+            Reply::Done => Ok((
+                StreamWriter {
+                    stream: writer,
+                    _connection: self.inner.clone(),
+                },
+                StreamReader {
+                    stream: reader,
+                    _connection: self.inner.clone(),
+                },
+            )),
+            other => Err(unexpected("connect", other)),
+        }
     }
 }
 
@@ -587,7 +628,7 @@ pub struct Exec {
     id: u32,
     pid: u32,
     client: Client,
-    pub stdin: Option<ExecStdin>,
+    pub stdin: Option<StreamWriter>,
     pub stdout: Option<StreamReader>,
     pub stderr: Option<StreamReader>,
     exit: Option<oneshot::Receiver<ExecExit>>,
@@ -629,26 +670,27 @@ impl Exec {
     }
 }
 
-/// An exec's stdin. Dropping it closes the stream (the process reads end of file).
-pub struct ExecStdin {
+/// A stream to the guest: an exec's stdin, or what a [`Client::connect_tcp`]
+/// connection sends. Dropping it closes the stream (the reader sees end of file).
+pub struct StreamWriter {
     stream: Outbound,
     /// Keeps the connection's tasks running while the stream is in use.
     _connection: Arc<Inner>,
 }
 
-impl ExecStdin {
-    /// Sends all of `data`, waiting for credit when the process reads slowly.
+impl StreamWriter {
+    /// Sends all of `data`, waiting for credit when the guest side reads slowly.
     pub async fn write_all(&mut self, data: &[u8]) -> Result<(), ClientError> {
         self.stream.write_all(data).await.map_err(lost)
     }
 
-    /// Ends the stream: the process reads end of file.
+    /// Ends the stream: the guest side reads end of file.
     pub fn close(mut self) -> Result<(), ClientError> {
         self.stream.close().map_err(lost)
     }
 }
 
-impl Drop for ExecStdin {
+impl Drop for StreamWriter {
     fn drop(&mut self) {
         let _ = self.stream.close();
     }

@@ -12,7 +12,7 @@ mod unix;
 #[cfg(target_os = "linux")]
 mod vsock;
 
-pub use client::{Client, ClientError, ClientOptions, Exec, ExecOptions, ExecStdin, StreamReader};
+pub use client::{Client, ClientError, ClientOptions, Exec, ExecOptions, StreamReader, StreamWriter};
 pub use unix::UnixTransport;
 #[cfg(target_os = "linux")]
 pub use vsock::VsockTransport;
