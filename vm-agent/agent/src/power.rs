@@ -11,21 +11,43 @@ use tokio::sync::mpsc;
 const EV_KEY: u16 = 0x01;
 const KEY_POWER: u16 = 116;
 
-/// The input device the kernel names "Power Button" (ACPI's, pressed by QMP
-/// `system_powerdown`). There is no acpid in the guest: we read its key events.
+/// The input device that reports the power button pressed by QMP `system_powerdown`:
+/// ACPI's, which the kernel names "Power Button" (x86 `q35`), else the first one able
+/// to send KEY_POWER (arm `virt` booted with a device tree: the "gpio-keys" device).
+/// There is no acpid in the guest: we read its key events.
 fn find_power_button() -> Option<String> {
     let entries = fs::read_dir("/sys/class/input").ok()?;
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.starts_with("event") {
-            continue;
-        }
-        let device_name = fs::read_to_string(entry.path().join("device/name")).unwrap_or_default();
-        if device_name.trim() == "Power Button" {
-            return Some(format!("/dev/input/{name}"));
-        }
-    }
-    None
+    let mut events: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("event"))
+        .collect();
+    events.sort();
+    let read = |event: &str, what: &str| {
+        fs::read_to_string(format!("/sys/class/input/{event}/device/{what}")).unwrap_or_default()
+    };
+    let found = events
+        .iter()
+        .find(|e| read(e, "name").trim() == "Power Button")
+        .or_else(|| {
+            events
+                .iter()
+                .find(|e| bitmap_has(&read(e, "capabilities/key"), KEY_POWER))
+        })?;
+    Some(format!("/dev/input/{found}"))
+}
+
+/// Whether bit `bit` is set in a sysfs input capability bitmap: hex words of the
+/// kernel's `long`, most significant first, leading zero words left out.
+fn bitmap_has(bitmap: &str, bit: u16) -> bool {
+    let word_bits = usize::BITS as usize;
+    let (index, shift) = (bit as usize / word_bits, bit as usize % word_bits);
+    bitmap
+        .split_whitespace()
+        .rev()
+        .nth(index)
+        .and_then(|w| usize::from_str_radix(w, 16).ok())
+        .is_some_and(|w| w >> shift & 1 == 1)
 }
 
 /// Sends [`Stop::PowerButton`] when the power button is pressed. Without one (no ACPI,
@@ -202,6 +224,25 @@ fn unmount_block_filesystems() {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn power_key_is_found_in_capability_bitmaps() {
+        // gpio-keys with only KEY_POWER (bit 116: word 1, bit 52), as on arm `virt`.
+        assert!(super::bitmap_has("10000000000000 0", super::KEY_POWER));
+        // An AT keyboard's bitmap (many words) has KEY_POWER too, which is why ACPI's
+        // "Power Button" is looked for first; the same without it does not match.
+        let keyboard = "402000000 3803078f800d001 feffffdfffefffff fffffffffffffffe";
+        assert!(super::bitmap_has(keyboard, super::KEY_POWER));
+        let keyboard = "402000000 3803078f800d001 feefffdfffefffff fffffffffffffffe";
+        assert!(!super::bitmap_has(keyboard, super::KEY_POWER));
+        // A device whose bitmap stops below word 1, or lacks the bit.
+        assert!(!super::bitmap_has("ffff", super::KEY_POWER));
+        assert!(!super::bitmap_has(
+            "ffefffffffffffff ffffffffffffffff",
+            super::KEY_POWER
+        ));
+        assert!(!super::bitmap_has("", super::KEY_POWER));
+    }
+
     #[test]
     fn kernel_threads_and_zombies_do_not_count_as_left() {
         let user = "42 (sleep) S 1 42 42 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 5 1 1";
