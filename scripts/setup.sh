@@ -15,6 +15,9 @@ pkgs=(ca-certificates uidmap crun passt slirp4netns fuse-overlayfs catatonit bus
 (( with_tests )) && pkgs+=(podman mmdebstrap systemd linux-image-amd64)
 # The guest image: build (scripts/build-guest-image.sh), boot test, aarch64 build and boot.
 (( with_tests )) && pkgs+=(erofs-utils cpio musl-tools qemu-system-x86 gcc-aarch64-linux-gnu qemu-user-static qemu-system-arm)
+# The SSH tests' server (app/core/tests/ssh.rs); clang for the macOS cross-check
+# (scripts/check-macos.sh: ring compiles C for the target).
+(( with_tests )) && pkgs+=(dropbear-bin clang)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -33,6 +36,8 @@ fi
 if (( with_tests )); then
   PATH=$HOME/.cargo/bin:$PATH rustup target add x86_64-unknown-linux-musl aarch64-unknown-linux-musl >/dev/null 2>&1 ||
     msg "warning: rustup target add of the musl targets failed (the guest image build needs them)"
+  PATH=$HOME/.cargo/bin:$PATH rustup target add aarch64-apple-darwin >/dev/null 2>&1 ||
+    msg "warning: rustup target add aarch64-apple-darwin failed (scripts/check-macos.sh needs it)"
 fi
 
 # Host fixes measured in shared/MACHINE-NOTES.md (needed by crun on this kind of host).

@@ -42,6 +42,7 @@ msg "guest image: build and boot test"
 guest=$(scripts/build-guest-image.sh --out "$work/guest-image")
 scripts/test-guest-image.sh "$guest"
 CAPSA_TEST_GUEST_IMAGE=$guest cargo test -p capsa-cli --test machine -- real_guest_
+scripts/check-macos.sh
 msg "cargo fmt --check and clippy"
 cargo fmt --all -- --check || { msg "error: cargo fmt --check failed"; exit 1; }
 cargo clippy --workspace --all-targets --quiet -- -D warnings

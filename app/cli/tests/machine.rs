@@ -330,6 +330,28 @@ fn ssh_port_and_socket_in_use_are_clear_errors() {
 }
 
 #[test]
+fn machine_ssh_refuses_a_machine_that_is_not_running() {
+    let t = Machines::new();
+    let img = fake_image(t.dir.path());
+    let img = img.display().to_string();
+    t.ok(&["machine", "init", "--image", &img, "--disk-size", "1"]);
+    t.ok(&["machine", "init", "m2", "--image", &img, "--disk-size", "1"]);
+    // A first word that names no machine starts the command: the default machine.
+    let e = t.fails(&["machine", "ssh", "uname", "-a"], 125);
+    assert!(
+        e.contains("Error: vm \"capsa-default\" is not running")
+            && e.contains("hint: start it first: capsa machine start\n"),
+        "{e}"
+    );
+    let e = t.fails(&["machine", "ssh", "m2", "echo", "hi"], 125);
+    assert!(
+        e.contains("Error: vm \"m2\" is not running")
+            && e.contains("hint: start it first: capsa machine start m2"),
+        "{e}"
+    );
+}
+
+#[test]
 fn full_disk_fails_init_clearly() {
     if unsafe { libc::geteuid() } != 0 {
         println!("SKIP full_disk_fails_init_clearly: mounting a small tmpfs needs root");

@@ -21,6 +21,7 @@ pub mod process;
 pub mod qemu;
 #[cfg(unix)]
 pub mod qmp;
+pub mod ssh;
 pub mod transport;
 #[cfg(target_os = "macos")]
 pub mod vz;

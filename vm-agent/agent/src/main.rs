@@ -6,6 +6,8 @@
 //! ```
 //! Without `--listen` it serves the virtio-serial port `org.capsa.agent.0`, and vsock
 //! port 1024 when /dev/vsock exists. `--pid1` is for the guest's init, which execs us.
+//! `--listen stdio` serves one session on stdin/stdout and exits when it ends: the host's
+//! SSH transport runs it that way.
 
 mod exec;
 mod fdio;
@@ -25,14 +27,14 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use transport::{Listener, Spec};
 
-const USAGE: &str = "usage: capsa-agent [--pid1] [--listen serial[:NAME]|vsock[:PORT]|unix:PATH|fd:N]... [--sysroot DIR]";
+const USAGE: &str = "usage: capsa-agent [--pid1] [--listen serial[:NAME]|vsock[:PORT]|unix:PATH|fd:N|stdio]... [--sysroot DIR]";
 
 /// Why the agent stops serving.
 #[derive(Debug)]
 pub enum Stop {
     Shutdown,
     PowerButton,
-    /// The only connection (`--listen fd:N` with a connected socket) ended.
+    /// The only connection (`--listen fd:N` with a connected socket, or `stdio`) ended.
     Done,
 }
 

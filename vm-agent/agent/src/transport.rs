@@ -1,6 +1,7 @@
 //! Where host connections come from: the virtio-serial port (QEMU), a vsock listener
 //! (Virtualization.framework, vhost-vsock), a unix socket or an inherited descriptor
-//! (tests). All yield the same thing, a byte stream, and the session does not know which.
+//! (tests), or our own stdin and stdout (`capsa-agent --listen stdio` run by the host over
+//! SSH). All yield the same thing, a byte stream, and the session does not know which.
 
 use crate::fdio::FdStream;
 use std::fs;
@@ -28,6 +29,8 @@ pub enum Spec {
     Unix(PathBuf),
     /// `fd:N`: an inherited listening socket, or a connected one served once.
     Fd(i32),
+    /// `stdio`: one session on fd 0 (from the host) and fd 1 (to the host).
+    Stdio,
 }
 
 impl Spec {
@@ -42,12 +45,13 @@ impl Spec {
                 .map(Spec::Vsock)
                 .map_err(|_| format!("invalid vsock port {rest:?}")),
             "unix" if !rest.is_empty() => Ok(Spec::Unix(rest.into())),
+            "stdio" if rest.is_empty() => Ok(Spec::Stdio),
             "fd" => rest
                 .parse()
                 .map(Spec::Fd)
                 .map_err(|_| format!("invalid descriptor {rest:?}")),
             _ => Err(format!(
-                "invalid --listen {value:?}: expected serial[:NAME], vsock[:PORT], unix:PATH or fd:N"
+                "invalid --listen {value:?}: expected serial[:NAME], vsock[:PORT], unix:PATH, fd:N or stdio"
             )),
         }
     }
@@ -60,7 +64,8 @@ pub enum Listener {
     },
     Vsock(tokio_vsock::VsockListener),
     Unix(UnixListener),
-    Once(Option<UnixStream>),
+    /// One connection, served once: then the agent exits.
+    Once(Option<Conn>),
 }
 
 impl Listener {
@@ -96,9 +101,11 @@ impl Listener {
                         std::os::unix::net::UnixListener::from(OwnedFd::from(std_stream));
                     Ok(Listener::Unix(UnixListener::from_std(std_listener)?))
                 } else {
-                    Ok(Listener::Once(Some(UnixStream::from_std(std_stream)?)))
+                    let stream = UnixStream::from_std(std_stream)?;
+                    Ok(Listener::Once(Some(Box::new(stream))))
                 }
             }
+            Spec::Stdio => Ok(Listener::Once(Some(stdio_conn()?))),
         }
     }
 
@@ -126,9 +133,41 @@ impl Listener {
                 let (stream, _) = listener.accept().await?;
                 Ok(Some(Box::new(stream)))
             }
-            Listener::Once(stream) => Ok(stream.take().map(|s| Box::new(s) as Conn)),
+            Listener::Once(conn) => Ok(conn.take()),
         }
     }
+}
+
+/// The session's stream from fds 0 and 1, moved to new descriptors that children do not
+/// inherit; 0 and 1 become /dev/null. A process the session starts (a container's
+/// monitor outlives it) would otherwise hold the host's pipes open, and the host would
+/// never see the session end.
+fn stdio_conn() -> io::Result<Conn> {
+    use std::os::fd::AsRawFd;
+    let moved = |fd: i32| -> io::Result<OwnedFd> {
+        // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor that we own, or -1.
+        let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+        if new < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `new` was just returned to us and nothing else owns it.
+        Ok(unsafe { OwnedFd::from_raw_fd(new) })
+    };
+    let input = moved(0)?;
+    let output = moved(1)?;
+    let null = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    for fd in [0, 1] {
+        // SAFETY: dup2 onto the standard descriptors, which we replace on purpose.
+        if unsafe { libc::dup2(null.as_raw_fd(), fd) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    let reader = FdStream::new(input, false)?;
+    let writer = FdStream::new(output, false)?;
+    Ok(Box::new(tokio::io::join(reader, writer)))
 }
 
 fn is_listening(fd: &OwnedFd) -> io::Result<bool> {
@@ -202,6 +241,8 @@ mod tests {
             Spec::Vsock(capsa_proto::VSOCK_PORT)
         );
         assert_eq!(Spec::parse("vsock:5000").unwrap(), Spec::Vsock(5000));
+        assert_eq!(Spec::parse("stdio").unwrap(), Spec::Stdio);
+        assert!(Spec::parse("stdio:1").is_err());
         assert_eq!(
             Spec::parse("serial").unwrap(),
             Spec::Serial(capsa_proto::VIRTIO_SERIAL_NAME.into())

@@ -11,6 +11,7 @@ use capsa_core::machine::{
     download::Progress,
 };
 use capsa_core::qemu::QemuDriver;
+use capsa_core::ssh::{Session, SshTarget};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
@@ -39,6 +40,8 @@ pub enum MachineCommand {
     Set(SetArgs),
     /// Remove all machines
     Reset(ResetArgs),
+    /// SSH into an existing machine
+    Ssh(SshArgs),
 }
 
 #[derive(Args, Debug)]
@@ -131,6 +134,20 @@ pub struct SetArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct SshArgs {
+    /// Username to log in as (default: the machine's, capsa or root when rootful)
+    #[arg(long)]
+    pub username: Option<String>,
+    /// [NAME] [COMMAND [ARG...]]: without COMMAND, an interactive shell
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "NAME] [COMMAND"
+    )]
+    pub args: Vec<String>,
+}
+
+#[derive(Args, Debug)]
 pub struct ResetArgs {
     /// Do not ask for confirmation
     #[arg(short, long)]
@@ -155,6 +172,7 @@ pub async fn run(cmd: MachineCommand) -> Result<()> {
         MachineCommand::Info(a) => info(&store, &driver, a),
         MachineCommand::Set(a) => set(&store, a),
         MachineCommand::Reset(a) => reset(&store, &driver, a),
+        MachineCommand::Ssh(a) => ssh(&store, a).await,
     }
 }
 
@@ -298,6 +316,54 @@ fn outcome(o: StopOutcome) -> &'static str {
         StopOutcome::Powerdown => "the guest powered off",
         StopOutcome::Quit => "QEMU quit",
         StopOutcome::Killed => "QEMU killed",
+    }
+}
+
+/// As podman does: the first argument is the machine when one has that name, else it
+/// starts the command.
+fn ssh_split(store: &Store, mut args: Vec<String>) -> (String, Vec<String>) {
+    let known = store.names().unwrap_or_default();
+    match args.first() {
+        Some(first) if known.contains(first) => {
+            let n = args.remove(0);
+            (n, args)
+        }
+        _ => (DEFAULT_NAME.to_string(), args),
+    }
+}
+
+async fn ssh(store: &Store, a: SshArgs) -> Result<()> {
+    let (n, command) = ssh_split(store, a.args);
+    let m = store.get(&n)?;
+    if m.status() != VmStatus::Running {
+        eprintln!("Error: vm {n:?} is not running");
+        eprintln!(
+            "hint: start it first: capsa machine start{}",
+            name_suffix(&n)
+        );
+        return Err(crate::Exit(125).into());
+    }
+    let mut target = SshTarget::machine(&m);
+    if let Some(user) = a.username {
+        target.user = user;
+    }
+    // Joined with spaces for the guest's shell, as ssh(1) does.
+    let command = (!command.is_empty()).then(|| command.join(" "));
+    let result = async {
+        let session = Session::connect(&target).await?;
+        let code = session.run_local(command.as_deref()).await;
+        session.close().await;
+        code
+    }
+    .await;
+    match result {
+        Ok(0) => Ok(()),
+        Ok(code) => Err(crate::Exit(code).into()),
+        Err(e) => {
+            eprintln!("Error: {e}");
+            eprintln!("hint: {}", e.hint());
+            Err(crate::Exit(capsa_core::ssh::EXIT_CONNECTION).into())
+        }
     }
 }
 

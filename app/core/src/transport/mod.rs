@@ -3,16 +3,19 @@
 //! A [`Transport`] only knows how to reach the agent and hand back a byte stream: a unix
 //! socket (QEMU's virtio-serial chardev), vsock (vhost-vsock on Linux; the
 //! Virtualization.framework driver hands its vsock connection to [`Client::over`]), and
-//! later SSH (a russh channel is such a stream too). [`Client`] does the handshake and
+//! SSH, the fallback: a russh channel running `capsa-agent --listen stdio` in the guest
+//! ([`SshTransport`]). [`Client`] does the handshake and
 //! multiplexes requests, events and stdio streams over that one stream
 //! (docs/protocol.md).
 
 mod client;
+mod ssh;
 mod unix;
 #[cfg(target_os = "linux")]
 mod vsock;
 
 pub use client::{Client, ClientError, ClientOptions, Exec, ExecOptions, StreamReader, StreamWriter};
+pub use ssh::{AGENT_COMMAND, SshTransport};
 pub use unix::UnixTransport;
 #[cfg(target_os = "linux")]
 pub use vsock::VsockTransport;
