@@ -2,8 +2,9 @@
 # Agent benchmark on this host: the release capsa-agent (static musl when the target is
 # installed, as shipped in the guest image) on a unix socket, driven by the host Client.
 # Reports the Ping round trip, exec latency, stdout throughput and the agent's RSS.
-# The figure over virtio-serial comes from running the same example against a running
-# machine's agent socket: cargo run --release -p capsa-core --example agent_bench -- SOCK
+# The same figures over virtio-serial, from the agent in a booted guest, come from
+# scripts/bench-machine.sh, which runs the same example (app/core/examples/agent_bench.rs)
+# against the machine's agent socket.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=$HOME/.cargo/bin:$PATH
