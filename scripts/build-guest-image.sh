@@ -218,10 +218,32 @@ fi
 for t in mmdebstrap mkfs.erofs cpio depmod; do
   command -v "$t" >/dev/null || die "$t not found" "run scripts/setup.sh --test (or apt-get install mmdebstrap erofs-utils cpio kmod)"
 done
-if [[ $arch != x86_64 && $(uname -m) != "$arch" ]]; then
-  [[ -e /proc/sys/fs/binfmt_misc/qemu-$arch ]] ||
-    die "building the $arch image on $(uname -m) needs qemu-$arch-static registered with binfmt_misc (the packages' maintainer scripts run under it)" \
-      "build and smoke-test the $arch binaries with --binaries-only; docs/guest-image.md (aarch64) says what remains"
+# A foreign architecture's package scripts run under qemu-user through binfmt_misc.
+# Debian's qemu-user-static ships the registration line; a fresh machine (or CI runner)
+# has it installed but not registered, or binfmt_misc not even mounted.
+ensure_binfmt() {
+  local bm=/proc/sys/fs/binfmt_misc conf=/usr/lib/binfmt.d/qemu-$arch.conf
+  local hint="apt-get install qemu-user-static, or build on an $arch host; --binaries-only builds and smoke-tests just the binaries"
+  if [[ -e $bm/qemu-$arch ]]; then
+    [[ $(head -1 "$bm/qemu-$arch") == enabled ]] || echo 1 >"$bm/qemu-$arch" ||
+      die "cannot enable the binfmt_misc entry $bm/qemu-$arch" "$hint"
+    return 0
+  fi
+  [[ -f $conf ]] || die "building the $arch image on $(uname -m) needs qemu-$arch-static registered with binfmt_misc, and $conf is missing" "$hint"
+  if [[ ! -e $bm/register ]]; then
+    mount -t binfmt_misc binfmt_misc "$bm" 2>/dev/null ||
+      die "cannot mount binfmt_misc on $bm (needed to run the $arch packages' scripts under qemu-user)" \
+        "in a container, run it privileged or register qemu-$arch on the host (its F flag makes it work inside containers); $hint"
+  fi
+  # The F flag (in Debian's line) opens the interpreter now, so it also works inside
+  # mmdebstrap's chroot, where /usr/libexec/qemu-binfmt does not exist.
+  sed -n '/^:/p' "$conf" >"$bm/register" 2>/dev/null ||
+    die "cannot register qemu-$arch with binfmt_misc (writing $conf to $bm/register failed)" "$hint"
+  [[ -e $bm/qemu-$arch ]] || die "registering qemu-$arch with binfmt_misc had no effect" "$hint"
+  msg "registered qemu-$arch with binfmt_misc ($(sed -n 's/^interpreter //p' "$bm/qemu-$arch"))"
+}
+if [[ $(uname -m) != "$arch" ]]; then
+  ensure_binfmt
 fi
 name=capsa-guest-$version-$arch
 dest=$out/$name
@@ -283,7 +305,7 @@ mkdir -p "$work/out"
 cp "$root/boot/vmlinuz-$kver" "$work/out/vmlinuz"
 moddir=$root/lib/modules/$kver
 
-# Prints the modules named in list file $1, each after its dependencies (modules.dep
+# Prints the modules named in list files $@, each after its dependencies (modules.dep
 # lists every dependency, deepest last), as paths relative to $moddir. Built-in modules
 # are skipped; an unknown name fails the build.
 declare -A dep_of seen builtin
@@ -299,7 +321,7 @@ closure() {
     entry=${dep_of[$name]:-}
     if [[ -z $entry ]]; then
       [[ -n ${builtin[$name]:-} ]] && continue
-      die "module $name (from $(basename "$1")) is not in kernel $kver"
+      die "module $name (from $(basename -a "$@" | xargs)) is not in kernel $kver"
     fi
     mod=${entry%%:*}; deps=${entry#*:}
     read -ra arr <<<"$deps"
@@ -308,12 +330,16 @@ closure() {
       [[ -n ${seen[$d]:-} ]] || { seen[$d]=1; echo "$d"; }
     done
     [[ -n ${seen[$mod]:-} ]] || { seen[$mod]=1; echo "$mod"; }
-  done <"$1"
+  done < <(cat "$@")
 }
 # Each later list leaves out what an earlier stage has loaded already.
 without() { grep -vxF -f <(printf '%s\n' "$@" | sed '/^$/d') || true; }
 initrd_mods=$(closure "$recipe/modules-initrd.txt")
-boot_mods=$(closure "$recipe/modules-boot.txt" | without $initrd_mods)
+# modules-boot-<arch>.txt adds what only one architecture's machine has (the power
+# button of QEMU's arm `virt` is a GPIO key, not ACPI's).
+boot_lists=("$recipe/modules-boot.txt")
+[[ -f $recipe/modules-boot-$arch.txt ]] && boot_lists+=("$recipe/modules-boot-$arch.txt")
+boot_mods=$(closure "${boot_lists[@]}" | without $initrd_mods)
 mount_mods=$(closure <(printf '9p\n9pnet_virtio\nvirtiofs\n') | without $initrd_mods $boot_mods)
 extra_mods=$(closure "$recipe/modules-extra.txt")
 keep=$work/keep-modules

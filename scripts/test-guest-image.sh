@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Boots a capsa guest image twice under QEMU (TCG) with the devices of the machine
+# Boots a capsa guest image (x86_64, or aarch64 on QEMU's arm `virt` machine, from the
+# manifest's arch) twice under QEMU (TCG) with the devices of the machine
 # contract (docs/guest-image.md): read-only root disk, a blank sparse data disk,
 # the agent's virtio-serial port on a unix socket, the serial console in a file, QMP,
 # user networking with the SSH port forwarded, a 9p share. Checks from the serial log
@@ -23,8 +24,17 @@ for f in vmlinuz initrd.img rootfs.img manifest.json; do
 done
 arch=$(sed -n 's/.*"arch": *"\([^"]*\)".*/\1/p' "$image/manifest.json")
 cmdline=$(sed -n 's/.*"cmdline": *"\([^"]*\)".*/\1/p' "$image/manifest.json")
-[[ $arch == x86_64 ]] || { echo "SKIP test-guest-image: only x86_64 images boot here (image is $arch)"; exit 0; }
-command -v qemu-system-x86_64 >/dev/null || { echo "SKIP test-guest-image: qemu-system-x86_64 not installed (apt-get install qemu-system-x86)"; exit 0; }
+# The machine, CPU and console of app/core/src/qemu/cmdline.rs under TCG. The arm
+# `virt` board has no firmware to load for a direct kernel boot; its console is the
+# PL011 UART. romfile= skips the PXE ROM that virtio-net-pci would otherwise look for.
+case $arch in
+  x86_64) qemu=qemu-system-x86_64 qemu_pkg=qemu-system-x86 console=ttyS0
+    platform=(-accel tcg) nic_opts= ;;
+  aarch64) qemu=qemu-system-aarch64 qemu_pkg=qemu-system-arm console=ttyAMA0
+    platform=(-machine virt,gic-version=max -accel tcg,thread=multi -cpu max) nic_opts=,romfile= ;;
+  *) msg "error: unknown image architecture '$arch' in $image/manifest.json"; exit 1 ;;
+esac
+command -v $qemu >/dev/null || { echo "SKIP test-guest-image: $qemu not installed (apt-get install $qemu_pkg)"; exit 0; }
 command -v python3 >/dev/null || { echo "SKIP test-guest-image: python3 (for QMP) not installed"; exit 0; }
 timeout=${CAPSA_GUEST_BOOT_TIMEOUT:-240}
 
@@ -106,9 +116,9 @@ boot() {
   ssh_port=$(free_port)
   rm -f "$work/agent.sock" "$work/qmp.sock"
   t0=$(now)
-  qemu-system-x86_64 -accel tcg -m 1024 -smp 2 -nodefaults -display none -no-reboot \
+  $qemu "${platform[@]}" -m 1024 -smp 2 -nodefaults -display none -no-reboot \
     -kernel "$image/vmlinuz" -initrd "$image/initrd.img" \
-    -append "$cmdline console=ttyS0 capsa.net=qemu-user capsa.hostname=capsa-test capsa.rootful=0 $extra" \
+    -append "$cmdline console=$console capsa.net=qemu-user capsa.hostname=capsa-test capsa.rootful=0 $extra" \
     -drive "file=$image/rootfs.img,if=none,format=raw,readonly=on,id=root" -device virtio-blk-pci,drive=root \
     -drive "file=$work/data.img,if=none,format=raw,id=data" -device virtio-blk-pci,drive=data \
     -device virtio-serial-pci \
@@ -116,7 +126,7 @@ boot() {
     -device virtserialport,chardev=agent,name=org.capsa.agent.0 \
     -chardev "file,id=serial,path=$log" -serial chardev:serial \
     -qmp "unix:$work/qmp.sock,server=on,wait=off" \
-    -netdev "user,id=net0,hostfwd=tcp:127.0.0.1:$ssh_port-:22" -device virtio-net-pci,netdev=net0 \
+    -netdev "user,id=net0,hostfwd=tcp:127.0.0.1:$ssh_port-:22" -device "virtio-net-pci,netdev=net0$nic_opts" \
     -device virtio-rng-pci \
     -fsdev "local,id=share,path=$work/share,security_model=none,readonly=on" \
     -device virtio-9p-pci,fsdev=share,mount_tag=capsatest \
@@ -190,8 +200,8 @@ floor_time=
 if floor=$("$repo/scripts/build-guest-image.sh" --floor "$image" --out "$work/floor" 2>/dev/null); then
   log=$work/floor.log
   t0=$(now)
-  timeout "$timeout" qemu-system-x86_64 -accel tcg -m 1024 -smp 2 -nodefaults -display none -no-reboot \
-    -kernel "$floor/vmlinuz" -initrd "$floor/initrd.img" -append "$cmdline console=ttyS0" \
+  timeout "$timeout" $qemu "${platform[@]}" -m 1024 -smp 2 -nodefaults -display none -no-reboot \
+    -kernel "$floor/vmlinuz" -initrd "$floor/initrd.img" -append "$cmdline console=$console" \
     -chardev "file,id=serial,path=$log" -serial chardev:serial >/dev/null 2>&1 || true
   if grep -qF 'capsa-floor: ready' "$log"; then
     floor_time=$(elapsed "$t0" "$(now)")
@@ -236,5 +246,5 @@ grep -qF 'capsa-init: formatting data disk' "$log" && fail "boot 2 formatted the
 shutdown
 msg "boot 2: same data disk (marker $marker); powered off"
 
-echo "guest image boot under TCG: ${time1}s first boot (with format), ${time2}s second boot, floor ${floor_time:-?}s (readiness: '$ready_line')"
+echo "$arch guest image boot under TCG: ${time1}s first boot (with format), ${time2}s second boot, floor ${floor_time:-?}s (readiness: '$ready_line')"
 msg "ok"
