@@ -197,14 +197,8 @@ fn init_ls_inspect_set_rm_without_a_vm() {
 
     // init recorded a connection per machine (the first is the default); a rootful
     // machine's connection logs in as root.
-    let conns: serde_json::Value = serde_json::from_str(&t.ok(&[
-        "system",
-        "connection",
-        "ls",
-        "--format",
-        "json",
-    ]))
-    .unwrap();
+    let conns: serde_json::Value =
+        serde_json::from_str(&t.ok(&["system", "connection", "ls", "--format", "json"])).unwrap();
     assert_eq!(conns[0]["Name"], "capsa-default");
     assert_eq!(conns[0]["Default"], true);
     assert_eq!(conns[0]["IsMachine"], true);

@@ -53,7 +53,9 @@ pub enum ConnectionError {
 impl ConnectionError {
     pub fn hint(&self) -> Option<String> {
         match self {
-            ConnectionError::NotDefined(_) => Some("list them with `capsa system connection ls`".into()),
+            ConnectionError::NotDefined(_) => {
+                Some("list them with `capsa system connection ls`".into())
+            }
             ConnectionError::Parse { path, .. } => Some(format!(
                 "fix or remove {} (`capsa machine init` adds machine connections again)",
                 path.display()
@@ -108,7 +110,9 @@ pub fn parse_destination(
         dest: dest.into(),
         why: why.into(),
     };
-    let identity = identity.map(|p| p.display().to_string()).unwrap_or_default();
+    let identity = identity
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
     if let Some(path) = dest.strip_prefix("unix://") {
         if !path.starts_with('/') {
             return Err(bad("a unix socket path must be absolute (unix:///run/…)"));
@@ -134,7 +138,10 @@ pub fn parse_destination(
     let hostport = rest.split('/').next().unwrap_or_default();
     let (user, hostport) = match hostport.rsplit_once('@') {
         Some((u, h)) => (u.to_string(), h),
-        None => (std::env::var("USER").unwrap_or_else(|_| "root".into()), hostport),
+        None => (
+            std::env::var("USER").unwrap_or_else(|_| "root".into()),
+            hostport,
+        ),
     };
     let (host, uri_port) = match hostport.rsplit_once(':') {
         Some((h, p)) if !h.ends_with(']') || hostport.starts_with('[') => {
@@ -161,8 +168,7 @@ impl Connections {
         if let Some(p) = std::env::var_os(ENV_CONNECTIONS_FILE).filter(|v| !v.is_empty()) {
             return Some(p.into());
         }
-        if let Some(d) =
-            std::env::var_os(crate::machine::ENV_MACHINE_DIR).filter(|v| !v.is_empty())
+        if let Some(d) = std::env::var_os(crate::machine::ENV_MACHINE_DIR).filter(|v| !v.is_empty())
         {
             return Some(PathBuf::from(d).join("connections.json"));
         }
@@ -351,7 +357,9 @@ mod tests {
             "ssh://u@h:40"
         );
         assert_eq!(
-            parse_destination("unix:///run/a.sock", None, None).unwrap().uri,
+            parse_destination("unix:///run/a.sock", None, None)
+                .unwrap()
+                .uri,
             "unix:///run/a.sock"
         );
         for (bad, why) in [

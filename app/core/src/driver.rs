@@ -177,6 +177,9 @@ mod tests {
         );
         assert!(providers().contains(&"qemu"));
         let e = for_provider("hyperv", &[]).err().unwrap().to_string();
-        assert!(e.contains("\"hyperv\" backend") && e.contains("qemu"), "{e}");
+        assert!(
+            e.contains("\"hyperv\" backend") && e.contains("qemu"),
+            "{e}"
+        );
     }
 }

@@ -61,6 +61,8 @@ pub enum Listener {
     Serial {
         name: String,
         port: Option<FdStream>,
+        /// SIGIO: the port signals when the host connects or disconnects.
+        sigio: Option<tokio::signal::unix::Signal>,
     },
     Vsock(tokio_vsock::VsockListener),
     Unix(UnixListener),
@@ -74,6 +76,7 @@ impl Listener {
             Spec::Serial(name) => Ok(Listener::Serial {
                 name: name.clone(),
                 port: None,
+                sigio: None,
             }),
             Spec::Vsock(port) => {
                 let addr = tokio_vsock::VsockAddr::new(tokio_vsock::VMADDR_CID_ANY, *port);
@@ -117,13 +120,31 @@ impl Listener {
     /// The next host connection; `None` when this listener has no more.
     pub async fn accept(&mut self) -> io::Result<Option<Conn>> {
         match self {
-            Listener::Serial { name, port } => {
+            Listener::Serial { name, port, sigio } => {
                 if port.is_none() {
-                    *port = Some(open_serial(name).await?);
+                    // The handler first: SIGIO's default action ends the process.
+                    let signal =
+                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::io())?;
+                    let p = open_serial(name).await?;
+                    signal_on_change(p.raw_fd())?;
+                    *port = Some(p);
+                    *sigio = Some(signal);
                 }
-                // The same port serves the next host connection: a virtio-serial port
-                // reads end-of-file while no host is connected, and writes wait for one.
-                Ok(port.clone().map(|p| Box::new(p) as Conn))
+                let (Some(p), Some(signal)) = (port.as_ref(), sigio.as_mut()) else {
+                    unreachable!("set together above");
+                };
+                // The same port serves the next host connection. While no host is
+                // connected the port reads end-of-file at once, so a session started
+                // then would end at once, over and over (a busy loop at idle): wait
+                // for the host, which the port announces with SIGIO.
+                while host_absent(p.raw_fd()) {
+                    tokio::select! {
+                        _ = signal.recv() => {}
+                        // A SIGIO lost in a race costs at most this.
+                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    }
+                }
+                Ok(Some(Box::new(p.clone())))
             }
             Listener::Vsock(listener) => {
                 let (stream, _) = listener.accept().await?;
@@ -201,6 +222,34 @@ pub fn find_serial_port(sys_ports: &Path, name: &str) -> Option<PathBuf> {
         }
     }
     None
+}
+
+/// Asks the kernel for SIGIO on this descriptor: virtio_console sends it when the host
+/// side of the port opens or closes (and when data arrives).
+fn signal_on_change(fd: i32) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor the caller owns.
+    unsafe {
+        if libc::fcntl(fd, libc::F_SETOWN, libc::getpid()) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_ASYNC) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Whether the port's host side is closed: virtio_console then polls as POLLHUP.
+fn host_absent(fd: i32) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one pollfd, zero timeout.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n > 0 && p.revents & libc::POLLHUP != 0 && p.revents & libc::POLLIN == 0
 }
 
 /// Waits for the port to appear (the virtio_console module may still be loading) and

@@ -5,12 +5,11 @@ use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use capsa_core::driver::{StopOutcome, VmDriver, VmStatus};
+use capsa_core::driver::{self, StopOutcome, VmDriver, VmStatus};
 use capsa_core::machine::{
     DEFAULT_NAME, ENV_MACHINE_IMAGE, InitOptions, Machine, StartOptions, Step, StepReporter, Store,
     download::Progress,
 };
-use capsa_core::qemu::QemuDriver;
 use capsa_core::ssh::{Session, SshTarget};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
@@ -42,6 +41,9 @@ pub enum MachineCommand {
     Reset(ResetArgs),
     /// SSH into an existing machine
     Ssh(SshArgs),
+    /// Runs a Virtualization.framework VM in this process (started by `machine start`)
+    #[command(hide = true)]
+    VzRun { spec: std::path::PathBuf },
 }
 
 #[derive(Args, Debug)]
@@ -156,23 +158,49 @@ pub struct ResetArgs {
 
 pub async fn run(cmd: MachineCommand) -> Result<()> {
     let store = Store::open_default()?;
-    let driver = QemuDriver::new();
     match cmd {
-        MachineCommand::Init(a) => init(&store, &driver, a).await,
-        MachineCommand::Start(a) => start(&store, &driver, &name(a.name)).await,
-        MachineCommand::Stop(a) => stop(&store, &driver, &name(a.name)).await,
+        MachineCommand::VzRun { spec } => platform::vz_run(&spec),
+        MachineCommand::Init(a) => init(&store, a).await,
+        MachineCommand::Start(a) => start(&store, &name(a.name)).await,
+        MachineCommand::Stop(a) => stop(&store, &name(a.name)).await,
         MachineCommand::Restart(a) => {
             let n = name(a.name);
-            stop(&store, &driver, &n).await?;
-            start(&store, &driver, &n).await
+            stop(&store, &n).await?;
+            start(&store, &n).await
         }
-        MachineCommand::Rm(a) => rm(&store, &driver, a),
-        MachineCommand::Ls(a) => ls(&store, &driver, a),
-        MachineCommand::Inspect(a) => inspect(&store, &driver, a),
-        MachineCommand::Info(a) => info(&store, &driver, a),
+        MachineCommand::Rm(a) => rm(&store, a),
+        MachineCommand::Ls(a) => ls(&store, a),
+        MachineCommand::Inspect(a) => inspect(&store, a),
+        MachineCommand::Info(a) => info(&store, a),
         MachineCommand::Set(a) => set(&store, a),
-        MachineCommand::Reset(a) => reset(&store, &driver, a),
+        MachineCommand::Reset(a) => reset(&store, a),
         MachineCommand::Ssh(a) => ssh(&store, a).await,
+    }
+}
+
+/// The backend of a machine (`qemu`, or `applehv` on macOS).
+fn driver_for(m: &Machine) -> Result<Box<dyn VmDriver>> {
+    Ok(driver::for_provider(&m.config.vm_type, &vz_helper())?)
+}
+
+/// How a Virtualization.framework VM gets a process of its own: this binary's hidden
+/// `machine vz-run SPEC`.
+fn vz_helper() -> Vec<std::ffi::OsString> {
+    let exe = std::env::current_exe().unwrap_or_else(|_| "capsa".into());
+    vec![exe.into(), "machine".into(), "vz-run".into()]
+}
+
+#[cfg(target_os = "macos")]
+mod platform {
+    pub fn vz_run(spec: &std::path::Path) -> anyhow::Result<()> {
+        Ok(capsa_core::vz::run(spec)?)
+    }
+}
+
+#[cfg(not(target_os = "macos"))]
+mod platform {
+    pub fn vz_run(_spec: &std::path::Path) -> anyhow::Result<()> {
+        anyhow::bail!("Virtualization.framework machines run on macOS only")
     }
 }
 
@@ -215,7 +243,7 @@ fn steps() -> Steps {
     }
 }
 
-async fn init(store: &Store, driver: &QemuDriver, a: InitArgs) -> Result<()> {
+async fn init(store: &Store, a: InitArgs) -> Result<()> {
     let image = a
         .image
         .or_else(|| {
@@ -236,6 +264,7 @@ async fn init(store: &Store, driver: &QemuDriver, a: InitArgs) -> Result<()> {
         image,
         volumes: a.volumes,
         rootful: a.rootful,
+        vm_type: driver::default_provider()?,
     };
     let tty = std::io::stderr().is_terminal();
     let mut last_pct = u64::MAX;
@@ -274,7 +303,7 @@ async fn init(store: &Store, driver: &QemuDriver, a: InitArgs) -> Result<()> {
         m.config.image.arch
     );
     if a.now {
-        return start(store, driver, m.name()).await;
+        return start(store, m.name()).await;
     }
     eprintln!(
         "To start your machine run:\n\n\tcapsa machine start{}\n",
@@ -291,19 +320,21 @@ fn name_suffix(n: &str) -> String {
     }
 }
 
-async fn start(store: &Store, driver: &QemuDriver, n: &str) -> Result<()> {
+async fn start(store: &Store, n: &str) -> Result<()> {
     let mut m = store.get(n)?;
+    let driver = driver_for(&m)?;
     eprintln!("Starting machine {n:?}");
     let accel = m
-        .start(driver, &StartOptions::default(), &mut steps())
+        .start(&*driver, &StartOptions::default(), &mut steps())
         .await?;
     eprintln!("Machine {n:?} started successfully ({accel})");
     Ok(())
 }
 
-async fn stop(store: &Store, driver: &QemuDriver, n: &str) -> Result<()> {
+async fn stop(store: &Store, n: &str) -> Result<()> {
     let m = store.get(n)?;
-    match m.stop(driver, &mut steps()).await? {
+    let driver = driver_for(&m)?;
+    match m.stop(&*driver, &mut steps()).await? {
         StopOutcome::AlreadyStopped => eprintln!("Machine {n:?} is not running"),
         o => eprintln!("Machine {n:?} stopped successfully ({})", outcome(o)),
     }
@@ -314,8 +345,8 @@ fn outcome(o: StopOutcome) -> &'static str {
     match o {
         StopOutcome::AlreadyStopped => "already stopped",
         StopOutcome::Powerdown => "the guest powered off",
-        StopOutcome::Quit => "QEMU quit",
-        StopOutcome::Killed => "QEMU killed",
+        StopOutcome::Quit => "the hypervisor quit",
+        StopOutcome::Killed => "the hypervisor was killed",
     }
 }
 
@@ -367,16 +398,18 @@ async fn ssh(store: &Store, a: SshArgs) -> Result<()> {
     }
 }
 
-fn rm(store: &Store, driver: &QemuDriver, a: RmArgs) -> Result<()> {
+fn rm(store: &Store, a: RmArgs) -> Result<()> {
     let n = name(a.name);
     let m = store.get(&n)?;
-    m.remove(driver, a.force)?;
+    m.remove(&*driver_for(&m)?, a.force)?;
     println!("{n}");
     Ok(())
 }
 
 fn last_up(m: &Machine, running: bool) -> String {
-    if running {
+    if running && m.starting() {
+        "Currently starting".into()
+    } else if running {
         "Currently running".into()
     } else {
         m.config
@@ -390,7 +423,7 @@ fn iec(bytes: u64) -> String {
     output::go_size(bytes, 1024.0, &output::IEC_UNITS, 4, "")
 }
 
-fn ls(store: &Store, driver: &QemuDriver, a: LsArgs) -> Result<()> {
+fn ls(store: &Store, a: LsArgs) -> Result<()> {
     let machines = store.list()?;
     if a.quiet {
         for m in &machines {
@@ -398,12 +431,13 @@ fn ls(store: &Store, driver: &QemuDriver, a: LsArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let vm_type = driver.capabilities().vm_type;
     let mut rows = vec![];
     let mut docs = vec![];
     for m in &machines {
         let running = m.status() == VmStatus::Running;
+        let starting = running && m.starting();
         let c = &m.config;
+        let vm_type = &c.vm_type;
         let default = c.name == DEFAULT_NAME;
         rows.push(json!({
             "Name": if default { format!("{}*", c.name) } else { c.name.clone() },
@@ -419,8 +453,8 @@ fn ls(store: &Store, driver: &QemuDriver, a: LsArgs) -> Result<()> {
             "Name": c.name,
             "Default": default,
             "Created": c.created.to_rfc3339(),
-            "Running": running,
-            "Starting": false,
+            "Running": running && !starting,
+            "Starting": starting,
             "LastUp": c.last_up.map(|t| t.to_rfc3339()).unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
             "Stream": c.image.source,
             "VMType": vm_type,
@@ -467,7 +501,7 @@ fn ls(store: &Store, driver: &QemuDriver, a: LsArgs) -> Result<()> {
     output::print(&format, &rows, &Value::Array(docs), a.noheading)
 }
 
-fn inspect_doc(m: &Machine, driver: &QemuDriver) -> Value {
+fn inspect_doc(m: &Machine) -> Value {
     let c = &m.config;
     let running = m.status() == VmStatus::Running;
     json!({
@@ -476,7 +510,7 @@ fn inspect_doc(m: &Machine, driver: &QemuDriver) -> Value {
         "Created": c.created.to_rfc3339(),
         "LastUp": c.last_up.map(|t| t.to_rfc3339()),
         "State": if running { "running" } else { "stopped" },
-        "VMType": driver.capabilities().vm_type,
+        "VMType": c.vm_type,
         "Resources": {
             "CPUs": c.cpus,
             "Memory": c.memory_mib,
@@ -510,7 +544,7 @@ fn inspect_doc(m: &Machine, driver: &QemuDriver) -> Value {
     })
 }
 
-fn inspect(store: &Store, driver: &QemuDriver, a: InspectArgs) -> Result<()> {
+fn inspect(store: &Store, a: InspectArgs) -> Result<()> {
     let names = if a.names.is_empty() {
         vec![DEFAULT_NAME.to_string()]
     } else {
@@ -518,12 +552,12 @@ fn inspect(store: &Store, driver: &QemuDriver, a: InspectArgs) -> Result<()> {
     };
     let mut docs = vec![];
     for n in &names {
-        docs.push(inspect_doc(&store.get(n)?, driver));
+        docs.push(inspect_doc(&store.get(n)?));
     }
     output::print_inspect(docs, a.format.as_deref())
 }
 
-fn info(store: &Store, driver: &QemuDriver, a: InfoArgs) -> Result<()> {
+fn info(store: &Store, a: InfoArgs) -> Result<()> {
     let machines = store.list()?;
     let running = machines
         .iter()
@@ -531,6 +565,7 @@ fn info(store: &Store, driver: &QemuDriver, a: InfoArgs) -> Result<()> {
         .count();
     let arch = std::env::consts::ARCH;
     let choice = capsa_core::accel::choose(arch, Some(&store.runtime.join("capsa")))?;
+    let driver = driver::for_provider(&driver::default_provider()?, &vz_helper())?;
     let caps = driver.capabilities();
     let qemu = capsa_core::qemu::find_program(&format!("qemu-system-{arch}"));
     let doc = json!({
@@ -607,7 +642,7 @@ fn set(store: &Store, a: SetArgs) -> Result<()> {
     Ok(())
 }
 
-fn reset(store: &Store, driver: &QemuDriver, a: ResetArgs) -> Result<()> {
+fn reset(store: &Store, a: ResetArgs) -> Result<()> {
     let machines = store.list()?;
     if !a.force {
         eprintln!("Warning: this command will delete all existing machines:");
@@ -626,7 +661,7 @@ fn reset(store: &Store, driver: &QemuDriver, a: ResetArgs) -> Result<()> {
     }
     let _lock = store.lock()?;
     for m in &machines {
-        m.remove(driver, true)?;
+        m.remove(&*driver_for(m)?, true)?;
     }
     let _ = std::fs::remove_dir_all(store.cache.join("images"));
     Ok(())

@@ -14,7 +14,9 @@ mod unix;
 #[cfg(target_os = "linux")]
 mod vsock;
 
-pub use client::{Client, ClientError, ClientOptions, Exec, ExecOptions, StreamReader, StreamWriter};
+pub use client::{
+    Client, ClientError, ClientOptions, Exec, ExecOptions, StreamReader, StreamWriter,
+};
 pub use ssh::{AGENT_COMMAND, SshTransport};
 pub use unix::UnixTransport;
 #[cfg(target_os = "linux")]
