@@ -57,6 +57,26 @@ impl Machines {
     }
 }
 
+impl Drop for Machines {
+    /// A test that failed half-way leaves no VM behind (its folder goes with the
+    /// TempDir, and nothing else would ever stop it).
+    fn drop(&mut self) {
+        let Ok(dirs) = std::fs::read_dir(self.root()) else {
+            return;
+        };
+        for d in dirs.flatten() {
+            if let Some(pid) = std::fs::read_to_string(d.path().join("qemu.pid"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse::<i32>().ok())
+                && capsa_core::process::live(&d.path().join("qemu.pid")).is_some()
+            {
+                // SAFETY: kill(2) on the pid the pid file (with its start time) vouches for.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
 /// A guest image that verifies but does not boot: enough for everything but `start`.
 fn fake_image(dir: &Path) -> PathBuf {
     let img = dir.join("capsa-guest-0.0.1-x86_64");

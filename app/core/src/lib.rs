@@ -15,6 +15,7 @@ pub mod accel;
 #[cfg(unix)]
 pub mod connection;
 pub mod driver;
+pub mod forward;
 pub mod machine;
 #[cfg(unix)]
 pub mod process;

@@ -792,6 +792,76 @@ async fn connect_carries_tcp_both_ways_and_reports_refusals() {
         .err()
         .expect("refused");
     assert_eq!(e.code(), Some(ErrorCode::ConnectionRefused), "{e}");
-    assert!(e.to_string().contains(&format!("127.0.0.1:{dead_port}")), "{e}");
+    assert!(
+        e.to_string().contains(&format!("127.0.0.1:{dead_port}")),
+        "{e}"
+    );
     client.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_forwarded_host_port_reaches_the_guest_port_and_closes_with_its_forward() {
+    use capsa_core::forward::TcpForward;
+    let agent = agent_or_skip!("a_forwarded_host_port_reaches_the_guest_port");
+    let client = agent.client().await;
+    let guest_port = echo_server(b"from the guest\n");
+    let fwd = TcpForward::start(
+        client.clone(),
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1".into(),
+        guest_port,
+    )
+    .await
+    .unwrap();
+    let local = fwd.local_addr();
+    // Two host clients at once, each with its own answer (blocking clients on their
+    // own threads: the forward's tasks run on this test's runtime).
+    let talk = move |msg: &'static [u8]| {
+        tokio::task::spawn_blocking(move || {
+            let mut c = std::net::TcpStream::connect(local).unwrap();
+            c.write_all(msg).unwrap();
+            c.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut got = Vec::new();
+            c.read_to_end(&mut got).unwrap();
+            got
+        })
+    };
+    let (a, b) = (talk(b"one"), talk(b"two"));
+    assert_eq!(a.await.unwrap(), b"from the guest\none");
+    assert_eq!(b.await.unwrap(), b"from the guest\ntwo");
+
+    // The same port busy on the host: a clear error naming it.
+    let e = TcpForward::start(client.clone(), local, "127.0.0.1".into(), guest_port)
+        .await
+        .err()
+        .expect("port in use");
+    assert!(e.to_string().contains(&local.to_string()), "{e}");
+
+    // Nothing listening in the guest: the host client's connection just closes.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = closed.local_addr().unwrap().port();
+    drop(closed);
+    let fwd2 = TcpForward::start(
+        client.clone(),
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1".into(),
+        dead,
+    )
+    .await
+    .unwrap();
+    let addr = fwd2.local_addr();
+    let n = tokio::task::spawn_blocking(move || {
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(n, 0);
+
+    // Dropping the forward frees the host port.
+    drop(fwd);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    std::net::TcpListener::bind(local).expect("the host port is free again");
 }
