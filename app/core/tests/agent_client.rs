@@ -1,6 +1,9 @@
 //! The real `capsa-agent` (in `--listen unix:` mode, not as PID 1) driven by the host
 //! `Client`: handshake, requests, execs and their streams, flow control, and a dead agent.
 
+mod common;
+use common::agent_binary;
+
 use capsa_core::transport::{Client, ClientError, ClientOptions, ExecOptions, UnixTransport};
 use capsa_proto::*;
 use std::io::{Read, Write};
@@ -9,16 +12,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
-
-fn agent_binary() -> Option<PathBuf> {
-    if let Ok(path) = std::env::var("CAPSA_AGENT_BIN") {
-        return Some(PathBuf::from(path));
-    }
-    // target/<profile>/deps/agent_client-HASH → target/<profile>/capsa-agent
-    let exe = std::env::current_exe().ok()?;
-    let path = exe.parent()?.parent()?.join("capsa-agent");
-    path.exists().then_some(path)
-}
 
 macro_rules! agent_or_skip {
     ($name:expr) => {

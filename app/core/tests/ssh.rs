@@ -7,12 +7,15 @@
 //! the server runs in a private mount namespace with a test folder bound over root's
 //! home: that needs root, and the tests skip without it.
 
+mod common;
+use common::agent_binary;
+
 use capsa_core::ssh::{Session, SshError, SshTarget, Stdio, known_host_path};
 use capsa_core::transport::{Client, ExecOptions, SshTransport};
 use std::io::Write;
 use std::net::TcpListener;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio as ProcStdio};
 use std::time::{Duration, Instant};
 
@@ -309,16 +312,6 @@ async fn nothing_listening_fails_at_once_and_silence_within_the_timeout() {
         took >= Duration::from_millis(800) && took < Duration::from_secs(3),
         "{took:?}"
     );
-}
-
-fn agent_binary() -> Option<PathBuf> {
-    if let Ok(path) = std::env::var("CAPSA_AGENT_BIN") {
-        return Some(PathBuf::from(path));
-    }
-    // target/<profile>/deps/ssh-HASH → target/<profile>/capsa-agent
-    let exe = std::env::current_exe().ok()?;
-    let path = exe.parent()?.parent()?.join("capsa-agent");
-    path.exists().then_some(path)
 }
 
 #[tokio::test]

@@ -202,12 +202,12 @@ impl Args {
                 preserve_fds.to_string(),
             ));
         }
-        if let Some(fd) = sync_fd {
-            if (fd as i64) < 3 + preserve_fds as i64 {
-                return Err(ArgsError::Conflict(
-                    "--sync-fd must be above the fds kept for the container (3 + --preserve-fds)",
-                ));
-            }
+        if let Some(fd) = sync_fd
+            && (fd as i64) < 3 + preserve_fds as i64
+        {
+            return Err(ArgsError::Conflict(
+                "--sync-fd must be above the fds kept for the container (3 + --preserve-fds)",
+            ));
         }
         Ok(Args {
             id: id.ok_or(ArgsError::Missing("--id"))?,

@@ -28,12 +28,12 @@ pub fn main() -> i32 {
             eprintln!(
                 "hint: capsa-monitor is spawned by `capsa run`/`capsa start`; see docs/internals.md"
             );
-            if let Some(fd) = args::Args::sync_fd_of(&argv) {
-                if sys::fd_is_open(fd) {
-                    // SAFETY: the caller handed this open fd to us; nothing else owns it.
-                    let mut f = std::fs::File::from(unsafe { sys::owned(fd) });
-                    let _ = std::io::Write::write_all(&mut f, format!("error {e}\n").as_bytes());
-                }
+            if let Some(fd) = args::Args::sync_fd_of(&argv)
+                && sys::fd_is_open(fd)
+            {
+                // SAFETY: the caller handed this open fd to us; nothing else owns it.
+                let mut f = std::fs::File::from(unsafe { sys::owned(fd) });
+                let _ = std::io::Write::write_all(&mut f, format!("error {e}\n").as_bytes());
             }
             return 125;
         }

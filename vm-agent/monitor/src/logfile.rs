@@ -299,11 +299,11 @@ impl<W: Write> Log<W> {
             self.broken = false;
         }
         let mut buf = std::mem::take(&mut self.buf);
-        if !self.broken {
-            if let Err((written, e)) = self.write_out(&buf) {
-                self.broken = written > 0;
-                self.error.get_or_insert(e);
-            }
+        if !self.broken
+            && let Err((written, e)) = self.write_out(&buf)
+        {
+            self.broken = written > 0;
+            self.error.get_or_insert(e);
         }
         buf.clear();
         // A burst of escaped control characters can grow the buffer; give it back.

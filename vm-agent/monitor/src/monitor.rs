@@ -698,11 +698,11 @@ impl Serve<'_> {
     fn dispatch(&mut self, stream: Stream, n: usize) {
         if let Some(log) = &mut self.log {
             log.write(stream, &self.buf[1..=n], &logfile::now());
-            if let Some(e) = log.take_error() {
-                if !self.log_warned {
-                    self.log_warned = true;
-                    warn_log(self.args, &e);
-                }
+            if let Some(e) = log.take_error()
+                && !self.log_warned
+            {
+                self.log_warned = true;
+                warn_log(self.args, &e);
             }
         }
         self.buf[0] = match stream {
@@ -813,10 +813,10 @@ impl Serve<'_> {
         msg.extend_from_slice(code.to_string().as_bytes());
         let mut waiting: Vec<Client> = Vec::new();
         for c in self.clients.drain(..) {
-            if let Err(e) = sys::send(c.fd.as_fd(), &msg) {
-                if e.kind() == io::ErrorKind::WouldBlock {
-                    waiting.push(c);
-                }
+            if let Err(e) = sys::send(c.fd.as_fd(), &msg)
+                && e.kind() == io::ErrorKind::WouldBlock
+            {
+                waiting.push(c);
             }
         }
         let deadline = Instant::now() + STALL;

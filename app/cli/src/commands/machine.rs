@@ -270,7 +270,7 @@ async fn init(store: &Store, a: InitArgs) -> Result<()> {
     let mut last_pct = u64::MAX;
     let mut progress = |p: Progress| {
         let pct = p.total.map(|t| p.done * 100 / t.max(1)).unwrap_or(0);
-        if pct != last_pct && (tty || pct % 10 == 0) {
+        if pct != last_pct && (tty || pct.is_multiple_of(10)) {
             last_pct = pct;
             let total = p
                 .total

@@ -187,41 +187,41 @@ impl Attach {
                 }
                 p.flush_queue()?;
             }
-            if let Some(i) = winch_at {
-                if fds[i].revents != 0 {
-                    if let Some(w) = &winch {
-                        w.drain();
-                    }
-                    if let Some(t) = terminal {
-                        p.queue_resize(t);
-                    }
+            if let Some(i) = winch_at
+                && fds[i].revents != 0
+            {
+                if let Some(w) = &winch {
+                    w.drain();
+                }
+                if let Some(t) = terminal {
+                    p.queue_resize(t);
                 }
             }
-            if let (Some(i), Some(fd)) = (stdin_at, stdin) {
-                if fds[i].revents != 0 {
-                    match sys::read(fd, &mut input) {
-                        Ok(0) => {
-                            stdin = None;
-                            p.queue_stdin(detach.take_held());
-                            p.out.push_back(vec![MSG_STDIN_CLOSED]);
-                        }
-                        Ok(n) => {
-                            let mut data = Vec::with_capacity(n);
-                            let detached = detach.feed(&input[..n], &mut data);
-                            p.queue_stdin(data);
-                            if detached {
-                                p.flush_nonblocking();
-                                return Ok(AttachResult::Detached);
-                            }
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        // A terminal whose session is gone reads as EIO: its end.
-                        Err(e) if e.raw_os_error() == Some(libc::EIO) => {
-                            stdin = None;
-                            p.out.push_back(vec![MSG_STDIN_CLOSED]);
-                        }
-                        Err(e) => return Err(AttachError::Stdin(e)),
+            if let (Some(i), Some(fd)) = (stdin_at, stdin)
+                && fds[i].revents != 0
+            {
+                match sys::read(fd, &mut input) {
+                    Ok(0) => {
+                        stdin = None;
+                        p.queue_stdin(detach.take_held());
+                        p.out.push_back(vec![MSG_STDIN_CLOSED]);
                     }
+                    Ok(n) => {
+                        let mut data = Vec::with_capacity(n);
+                        let detached = detach.feed(&input[..n], &mut data);
+                        p.queue_stdin(data);
+                        if detached {
+                            p.flush_nonblocking();
+                            return Ok(AttachResult::Detached);
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    // A terminal whose session is gone reads as EIO: its end.
+                    Err(e) if e.raw_os_error() == Some(libc::EIO) => {
+                        stdin = None;
+                        p.out.push_back(vec![MSG_STDIN_CLOSED]);
+                    }
+                    Err(e) => return Err(AttachError::Stdin(e)),
                 }
             }
             if p.peer_gone {

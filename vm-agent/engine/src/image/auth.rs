@@ -250,14 +250,14 @@ mod platform {
     /// As Podman: a mistyped XDG_RUNTIME_DIR is reported and skipped, so public images
     /// still pull.
     pub(super) fn default_auth_file_for_reading(env: &AuthEnv) -> Option<PathBuf> {
-        if let Some(dir) = &env.xdg_runtime_dir {
-            if !dir.exists() {
-                tracing::warn!(
-                    "{} set by $XDG_RUNTIME_DIR does not exist; create it or unset $XDG_RUNTIME_DIR",
-                    dir.display()
-                );
-                return None;
-            }
+        if let Some(dir) = &env.xdg_runtime_dir
+            && !dir.exists()
+        {
+            tracing::warn!(
+                "{} set by $XDG_RUNTIME_DIR does not exist; create it or unset $XDG_RUNTIME_DIR",
+                dir.display()
+            );
+            return None;
         }
         Some(default_auth_file(env))
     }
@@ -383,10 +383,10 @@ fn find_in_file(
                 .iter()
                 .find(|(k, _)| normalize_auth_key(k, file.legacy) == wanted)
         });
-    if let Some((entry_key, entry)) = entry {
-        if let Some(creds) = decode_entry(&file.path, entry_key, entry)? {
-            return Ok(Some(creds));
-        }
+    if let Some((entry_key, entry)) = entry
+        && let Some(creds) = decode_entry(&file.path, entry_key, entry)?
+    {
+        return Ok(Some(creds));
     }
     if !contents.creds_store.is_empty() {
         return helper_get(env, &contents.creds_store, registry);
@@ -774,14 +774,14 @@ fn remove_all_with(env: &AuthEnv, auth_file: &Path) -> Result<(), AuthError> {
             }
         }
     }
-    if let Some(store) = creds_store(&doc) {
-        if let Some(Value::Object(auths)) = doc.get("auths") {
-            for key in auths
-                .keys()
-                .filter(|k| !k.contains('/') || k.contains("://"))
-            {
-                helper_erase(env, &store, key)?;
-            }
+    if let Some(store) = creds_store(&doc)
+        && let Some(Value::Object(auths)) = doc.get("auths")
+    {
+        for key in auths
+            .keys()
+            .filter(|k| !k.contains('/') || k.contains("://"))
+        {
+            helper_erase(env, &store, key)?;
         }
     }
     doc.remove("credHelpers");

@@ -287,10 +287,10 @@ impl RegistriesConf {
     fn find_match(&self, reference: &str) -> Option<(&Registry, usize)> {
         let mut best: Option<(&Registry, usize)> = None;
         for registry in &self.registries {
-            if let Some(end) = prefix_match(reference, &registry.prefix) {
-                if best.is_none_or(|(b, _)| registry.prefix.len() > b.prefix.len()) {
-                    best = Some((registry, end));
-                }
+            if let Some(end) = prefix_match(reference, &registry.prefix)
+                && best.is_none_or(|(b, _)| registry.prefix.len() > b.prefix.len())
+            {
+                best = Some((registry, end));
             }
         }
         best
@@ -571,13 +571,13 @@ fn parse_layer(s: &str, path: &Path, allow_v1: bool) -> Result<Layer, Registries
             tracing::debug!("ignoring unknown key {key:?} in {}", path.display());
         }
     }
-    if let Some(helpers) = &raw.credential_helpers {
-        if helpers.iter().any(|h| h != "containers-auth.json") {
-            tracing::warn!(
-                "credential-helpers in {} are not supported and are ignored; credHelpers in auth files are",
-                path.display()
-            );
-        }
+    if let Some(helpers) = &raw.credential_helpers
+        && helpers.iter().any(|h| h != "containers-auth.json")
+    {
+        tracing::warn!(
+            "credential-helpers in {} are not supported and are ignored; credHelpers in auth files are",
+            path.display()
+        );
     }
 
     let v2_set = raw.unqualified_search_registries.is_some()
