@@ -161,6 +161,8 @@ type Verdict = Arc<Mutex<Option<SshError>>>;
 struct HostKeyCheck {
     target: SshTarget,
     verdict: Verdict,
+    /// Set once the server showed its key: it was up, so a failure is not "booting".
+    reached: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl HostKeyCheck {
@@ -216,6 +218,8 @@ impl client::Handler for HostKeyCheck {
         &mut self,
         offered: &PublicKeyOrCertificate,
     ) -> Result<bool, Self::Error> {
+        self.reached
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         match self.check(offered) {
             Ok(()) => Ok(true),
             Err(e) => {
@@ -253,29 +257,61 @@ pub struct Stdio<I, O, E> {
 
 impl Session {
     pub async fn connect(target: &SshTarget) -> Result<Session, SshError> {
-        match tokio::time::timeout(target.timeout, Session::connect_inner(target)).await {
+        // Right after `machine start` the guest's sshd may not listen yet: QEMU's port
+        // forward accepts and then resets the connection. Such failures (before the
+        // server showed a key) are retried until the timeout.
+        // The last such failure is the answer when time runs out: it says more than
+        // "no answer".
+        let last = Mutex::new(None);
+        let attempts = async {
+            loop {
+                match Session::connect_inner(target).await {
+                    Err((e, true)) => {
+                        *last.lock().unwrap() = Some(e);
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                    other => break other.map_err(|(e, _)| e),
+                }
+            }
+        };
+        let outcome = tokio::time::timeout(target.timeout, attempts).await;
+        match outcome {
             Ok(result) => result,
-            Err(_) => Err(SshError::Timeout {
+            Err(_) => Err(last.lock().unwrap().take().unwrap_or(SshError::Timeout {
                 machine: target.machine.clone(),
                 addr: target.addr(),
                 timeout: target.timeout,
-            }),
+            })),
         }
     }
 
-    async fn connect_inner(target: &SshTarget) -> Result<Session, SshError> {
-        let key =
-            russh::keys::load_secret_key(&target.identity, None).map_err(|e| SshError::Key {
-                machine: target.machine.clone(),
-                path: target.identity.clone(),
-                message: e.to_string(),
-            })?;
+    /// One attempt; the flag says whether the server was not up yet (worth retrying).
+    async fn connect_inner(target: &SshTarget) -> Result<Session, (SshError, bool)> {
+        let key = russh::keys::load_secret_key(&target.identity, None).map_err(|e| {
+            (
+                SshError::Key {
+                    machine: target.machine.clone(),
+                    path: target.identity.clone(),
+                    message: e.to_string(),
+                },
+                false,
+            )
+        })?;
         let socket = tokio::net::TcpStream::connect((target.host.as_str(), target.port))
             .await
-            .map_err(|source| SshError::Connect {
-                machine: target.machine.clone(),
-                addr: target.addr(),
-                source,
+            .map_err(|source| {
+                let booting = matches!(
+                    source.kind(),
+                    io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
+                );
+                (
+                    SshError::Connect {
+                        machine: target.machine.clone(),
+                        addr: target.addr(),
+                        source,
+                    },
+                    booting,
+                )
             })?;
         let _ = socket.set_nodelay(true);
         let config = Arc::new(client::Config {
@@ -285,18 +321,22 @@ impl Session {
             ..Default::default()
         });
         let verdict = Verdict::default();
+        let reached = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let check = HostKeyCheck {
             target: target.clone(),
             verdict: verdict.clone(),
+            reached: reached.clone(),
         };
         let mut handle = match client::connect_stream(config, socket, check).await {
             Ok(handle) => handle,
             Err(e) => {
-                return Err(verdict
+                let booting = !reached.load(std::sync::atomic::Ordering::Relaxed);
+                let err = verdict
                     .lock()
                     .unwrap()
                     .take()
-                    .unwrap_or_else(|| target.session_err(e)));
+                    .unwrap_or_else(|| target.session_err(e));
+                return Err((err, booting));
             }
         };
         // ed25519 signs without a separate hash; RSA keys would need the server's choice.
@@ -307,14 +347,17 @@ impl Session {
                 PrivateKeyWithHashAlg::new(Arc::new(key), hash),
             )
             .await
-            .map_err(|e| target.session_err(e))?;
+            .map_err(|e| (target.session_err(e), false))?;
         if !auth.success() {
-            return Err(SshError::Rejected {
-                machine: target.machine.clone(),
-                addr: target.addr(),
-                user: target.user.clone(),
-                identity: target.identity.clone(),
-            });
+            return Err((
+                SshError::Rejected {
+                    machine: target.machine.clone(),
+                    addr: target.addr(),
+                    user: target.user.clone(),
+                    identity: target.identity.clone(),
+                },
+                false,
+            ));
         }
         Ok(Session {
             handle,
@@ -686,6 +729,7 @@ mod tests {
                 timeout: CONNECT_TIMEOUT,
             },
             verdict: Verdict::default(),
+            reached: Default::default(),
         };
         check.check(&key(1)).unwrap();
         let pinned = std::fs::read_to_string(d.path().join("known_host")).unwrap();
