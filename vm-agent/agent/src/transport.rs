@@ -240,7 +240,8 @@ fn signal_on_change(fd: i32) -> io::Result<()> {
     Ok(())
 }
 
-/// Whether the port's host side is closed: virtio_console then polls as POLLHUP.
+/// Whether the port's host side is closed: virtio_console then polls as POLLHUP (with
+/// POLLIN too, since a read would not block: it returns end of file).
 fn host_absent(fd: i32) -> bool {
     let mut p = libc::pollfd {
         fd,
@@ -249,7 +250,7 @@ fn host_absent(fd: i32) -> bool {
     };
     // SAFETY: one pollfd, zero timeout.
     let n = unsafe { libc::poll(&mut p, 1, 0) };
-    n > 0 && p.revents & libc::POLLHUP != 0 && p.revents & libc::POLLIN == 0
+    n > 0 && p.revents & libc::POLLHUP != 0
 }
 
 /// Waits for the port to appear (the virtio_console module may still be loading) and
