@@ -136,7 +136,10 @@ build_binaries() {
         die "aarch64-linux-gnu-gcc not found (ring's C code needs a cross compiler)" "apt-get install gcc-aarch64-linux-gnu"
       export CC_aarch64_unknown_linux_musl=aarch64-linux-gnu-gcc AR_aarch64_unknown_linux_musl=aarch64-linux-gnu-ar
     fi
-    (cd "$repo" && cargo build --release --quiet --target "$rust_target" -p capsa-cli -p capsa-monitor -p capsa-agent) ||
+    # Without debug info in the image (the release profile keeps line tables for the
+    # host's backtraces: about 40 MB of the root filesystem); symbols stay.
+    (cd "$repo" && CARGO_PROFILE_RELEASE_STRIP=debuginfo \
+      cargo build --release --quiet --target "$rust_target" -p capsa-cli -p capsa-monitor -p capsa-agent) ||
       die "cargo build for $rust_target failed" "for x86_64 musl, ring needs musl-gcc: apt-get install musl-tools"
     target_dir=${CARGO_TARGET_DIR:-$repo/target}
     for b in capsa capsa-agent capsa-monitor; do
