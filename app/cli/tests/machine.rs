@@ -65,13 +65,8 @@ impl Drop for Machines {
             return;
         };
         for d in dirs.flatten() {
-            if let Some(pid) = std::fs::read_to_string(d.path().join("qemu.pid"))
-                .ok()
-                .and_then(|s| s.split_whitespace().next()?.parse::<i32>().ok())
-                && capsa_core::process::live(&d.path().join("qemu.pid")).is_some()
-            {
-                // SAFETY: kill(2) on the pid the pid file (with its start time) vouches for.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+            if let Some(vm) = capsa_core::process::live(&d.path().join("qemu.pid")) {
+                let _ = vm.signal(libc::SIGKILL);
             }
         }
     }
@@ -604,6 +599,21 @@ fn ext4_uuid(disk: &Path) -> Option<[u8; 16]> {
 /// End to end with the real guest image (scripts/build-guest-image.sh; its directory in
 /// CAPSA_TEST_GUEST_IMAGE): init, start until the agent's Hello, stop through the
 /// agent, start again with the data disk kept, kill QEMU, recover.
+/// The real guest image (CAPSA_TEST_GUEST_IMAGE), or `None` after a loud skip.
+fn guest_image_or_skip(test: &str) -> Option<String> {
+    let Some(img) = std::env::var_os("CAPSA_TEST_GUEST_IMAGE") else {
+        println!(
+            "SKIP {test}: CAPSA_TEST_GUEST_IMAGE is not set (scripts/build-guest-image.sh builds one)"
+        );
+        return None;
+    };
+    if capsa_core::qemu::find_program("qemu-system-x86_64").is_none() {
+        println!("SKIP {test}: qemu-system-x86_64 is not installed");
+        return None;
+    }
+    Some(img.to_string_lossy().into_owned())
+}
+
 /// The fixture busybox as the guest reaches it, or `None` (after a loud skip) when the
 /// fixture registry is not running.
 fn guest_registry_image() -> Option<String> {
@@ -619,18 +629,10 @@ fn guest_registry_image() -> Option<String> {
 
 #[test]
 fn real_guest_image_end_to_end() {
-    let Some(img) = std::env::var_os("CAPSA_TEST_GUEST_IMAGE") else {
-        println!(
-            "SKIP real_guest_image_end_to_end: CAPSA_TEST_GUEST_IMAGE is not set (scripts/build-guest-image.sh builds one)"
-        );
+    let Some(img) = guest_image_or_skip("real_guest_image_end_to_end") else {
         return;
     };
-    if capsa_core::qemu::find_program("qemu-system-x86_64").is_none() {
-        println!("SKIP real_guest_image_end_to_end: qemu-system-x86_64 is not installed");
-        return;
-    }
     let t = Machines::new();
-    let img = img.to_string_lossy().into_owned();
     t.ok(&[
         "machine",
         "init",
@@ -769,43 +771,15 @@ async fn guest_clock_offset(client: &capsa_core::transport::Client, slack: i64) 
 
 /// One QMP command on a raw connection (the greeting and negotiation done), skipping
 /// the events QEMU sends before its answer.
-fn qmp_command(
-    reader: &mut impl std::io::BufRead,
-    writer: &mut impl std::io::Write,
-    command: &str,
-) {
-    writeln!(writer, "{{\"execute\":\"{command}\"}}").unwrap();
-    loop {
-        let mut line = String::new();
-        assert!(
-            reader.read_line(&mut line).unwrap() > 0,
-            "QMP closed during {command}"
-        );
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        if v.get("event").is_some() {
-            continue;
-        }
-        assert!(v.get("return").is_some(), "QMP {command}: {line}");
-        return;
-    }
-}
-
 /// With the real guest image (one boot for both): the guest clock catches up after the
 /// VM was paused (what a host's sleep does to it), and `--volume` shares work both ways,
 /// read-only ones refuse writes, and a guest path with a space and a comma survives the
 /// kernel command line.
 #[test]
 fn real_guest_time_sync() {
-    let Some(img) = std::env::var_os("CAPSA_TEST_GUEST_IMAGE") else {
-        println!(
-            "SKIP real_guest_time_sync: CAPSA_TEST_GUEST_IMAGE is not set (scripts/build-guest-image.sh builds one)"
-        );
+    let Some(img) = guest_image_or_skip("real_guest_time_sync") else {
         return;
     };
-    if capsa_core::qemu::find_program("qemu-system-x86_64").is_none() {
-        println!("SKIP real_guest_time_sync: qemu-system-x86_64 is not installed");
-        return;
-    }
     let t = Machines::new();
     let rw = t.dir.path().join("rw share,1");
     let ro = t.dir.path().join("ro");
@@ -818,7 +792,7 @@ fn real_guest_time_sync() {
         "machine",
         "init",
         "--image",
-        &img.to_string_lossy(),
+        &img,
         "--memory",
         "1024",
         "--disk-size",
@@ -837,19 +811,6 @@ fn real_guest_time_sync() {
     let (agent_sock, qmp_sock) = (path("AgentSocket"), path("QMPSocket"));
     let serial = t.machine_dir("capsa-default").join("serial.log");
     let console = || std::fs::read_to_string(&serial).unwrap_or_default();
-    // A failed assertion must not leave the VM running (dropped after the runtime, so
-    // the agent connection is closed by then and `stop` can use it).
-    struct StopOnDrop<'a>(&'a Machines);
-    impl Drop for StopOnDrop<'_> {
-        fn drop(&mut self) {
-            let o = self.0.run(&["machine", "stop"]);
-            if !o.status.success() {
-                eprintln!("machine stop: {}", String::from_utf8_lossy(&o.stderr));
-            }
-        }
-    }
-    let _stop = StopOnDrop(&t);
-
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -893,18 +854,11 @@ fn real_guest_time_sync() {
         guest_clock_offset(&client, 2)
             .await
             .unwrap_or_else(|d| panic!("guest clock off by {d} s after start"));
-        let qmp = std::os::unix::net::UnixStream::connect(&qmp_sock).unwrap();
-        qmp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let mut reader = std::io::BufReader::new(qmp.try_clone().unwrap());
-        let mut writer = qmp;
-        let mut greeting = String::new();
-        std::io::BufRead::read_line(&mut reader, &mut greeting).unwrap();
-        assert!(greeting.contains("QMP"), "{greeting}");
-        qmp_command(&mut reader, &mut writer, "qmp_capabilities");
-        qmp_command(&mut reader, &mut writer, "stop");
+        let mut qmp = capsa_core::qmp::Qmp::connect(&qmp_sock, Duration::from_secs(30)).unwrap();
+        qmp.stop().unwrap();
         std::thread::sleep(Duration::from_secs(15));
-        qmp_command(&mut reader, &mut writer, "cont");
-        drop((reader, writer));
+        qmp.cont().unwrap();
+        drop(qmp);
         let resumed = std::time::Instant::now();
         let mut last = Ok(());
         while resumed.elapsed() < Duration::from_secs(30) {

@@ -42,6 +42,8 @@ pub enum ConnectionError {
         #[source]
         source: io::Error,
     },
+    #[error(transparent)]
+    Lock(#[from] crate::machine::LockError),
     #[error("{path} is not a valid connections file: {source}")]
     Parse {
         path: PathBuf,
@@ -228,25 +230,8 @@ impl Connections {
                 source,
             })?;
         }
-        let lock_path = path.with_extension("lock");
-        let lock = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|source| ConnectionError::Io {
-                what: "opening",
-                path: lock_path.clone(),
-                source,
-            })?;
-        // SAFETY: flock on a descriptor we own; released when `lock` is dropped.
-        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
-            return Err(ConnectionError::Io {
-                what: "locking",
-                path: lock_path,
-                source: io::Error::last_os_error(),
-            });
-        }
+        let _lock =
+            crate::machine::Lock::wait(&path.with_extension("lock"), "the connections file")?;
         let mut c = Connections::load(path)?;
         let out = f(&mut c)?;
         c.save(path)?;

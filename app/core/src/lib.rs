@@ -12,7 +12,6 @@
 pub use capsa_proto::PROTOCOL_VERSION;
 
 pub mod accel;
-#[cfg(unix)]
 pub mod connection;
 pub mod driver;
 pub mod forward;

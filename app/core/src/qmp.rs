@@ -115,6 +115,16 @@ impl Qmp {
         })
     }
 
+    /// Pauses the VM's CPUs (what a host's sleep does to a guest).
+    pub fn stop(&mut self) -> Result<(), QmpError> {
+        self.exec("stop", &qmp::stop {}).map(drop)
+    }
+
+    /// Resumes a paused VM.
+    pub fn cont(&mut self) -> Result<(), QmpError> {
+        self.exec("cont", &qmp::cont {}).map(drop)
+    }
+
     /// Presses the ACPI power button; the guest decides what to do about it.
     pub fn system_powerdown(&mut self) -> Result<(), QmpError> {
         self.exec("system_powerdown", &qmp::system_powerdown {})

@@ -28,6 +28,16 @@ impl Lock {
     /// Takes the lock without waiting: a second command gets `Busy` at once instead of
     /// queueing behind a boot that may take minutes.
     pub fn acquire(path: &Path, what: &str) -> Result<Lock, LockError> {
+        Lock::take(path, what, libc::LOCK_NB)
+    }
+
+    /// Waits for the lock: for changes that take a moment (a small file rewritten), where
+    /// queueing is right and refusing would lose the change.
+    pub fn wait(path: &Path, what: &str) -> Result<Lock, LockError> {
+        Lock::take(path, what, 0)
+    }
+
+    fn take(path: &Path, what: &str, flags: libc::c_int) -> Result<Lock, LockError> {
         let io = |source| LockError::Io {
             path: path.display().to_string(),
             source,
@@ -40,7 +50,7 @@ impl Lock {
             .open(path)
             .map_err(io)?;
         // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | flags) } != 0 {
             let e = io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
                 let mut pid = String::new();
