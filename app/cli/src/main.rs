@@ -86,6 +86,11 @@ pub(crate) fn report(e: &anyhow::Error) -> i32 {
         })
         .or_else(|| {
             e.chain()
+                .find_map(|c| c.downcast_ref::<capsa_core::ssh::SshError>())
+                .map(|s| s.hint())
+        })
+        .or_else(|| {
+            e.chain()
                 .filter_map(|c| c.downcast_ref::<std::io::Error>())
                 .any(|io| io.raw_os_error() == Some(libc::ENOSPC))
                 .then(|| {
@@ -105,6 +110,11 @@ pub(crate) fn report(e: &anyhow::Error) -> i32 {
                     // Podman's "in use" (image used by a container): 2.
                     Some(capsa_engine::EngineError::UsedByContainer { .. }) => Some(2),
                     _ => None,
+                })
+                // ssh(1)'s status for a connection that failed.
+                .or_else(|| {
+                    c.downcast_ref::<capsa_core::ssh::SshError>()
+                        .map(|_| capsa_core::ssh::EXIT_CONNECTION)
                 })
         })
         .unwrap_or(125)

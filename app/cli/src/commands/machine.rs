@@ -367,12 +367,7 @@ async fn ssh(store: &Store, a: SshArgs) -> Result<()> {
     let (n, command) = ssh_split(store, a.args);
     let m = store.get(&n)?;
     if m.status() != VmStatus::Running {
-        eprintln!("Error: vm {n:?} is not running");
-        eprintln!(
-            "hint: start it first: capsa machine start{}",
-            name_suffix(&n)
-        );
-        return Err(crate::Exit(125).into());
+        return Err(capsa_core::machine::MachineError::NotRunning(n).into());
     }
     let mut target = SshTarget::machine(&m);
     if let Some(user) = a.username {
@@ -387,14 +382,9 @@ async fn ssh(store: &Store, a: SshArgs) -> Result<()> {
         code
     }
     .await;
-    match result {
-        Ok(0) => Ok(()),
-        Ok(code) => Err(crate::Exit(code).into()),
-        Err(e) => {
-            eprintln!("Error: {e}");
-            eprintln!("hint: {}", e.hint());
-            Err(crate::Exit(capsa_core::ssh::EXIT_CONNECTION).into())
-        }
+    match result? {
+        0 => Ok(()),
+        code => Err(crate::Exit(code).into()),
     }
 }
 

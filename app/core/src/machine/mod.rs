@@ -53,6 +53,9 @@ pub enum MachineError {
     AlreadyRunning(String),
     #[error("machine {0:?} is running: stop it first, or use --force")]
     Running(String),
+    /// podman's words for a machine a command needs running.
+    #[error("vm {0:?} is not running")]
+    NotRunning(String),
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,
@@ -112,6 +115,8 @@ impl MachineError {
             MachineError::NotFound(_) => "list machines with `capsa machine ls`, or create one with `capsa machine init`".into(),
             MachineError::AlreadyRunning(n) => format!("stop it with `capsa machine stop {n}`"),
             MachineError::Running(n) => format!("`capsa machine stop {n}` first, or `capsa machine rm -f {n}`"),
+            MachineError::NotRunning(n) if n == DEFAULT_NAME => "start it first: capsa machine start".into(),
+            MachineError::NotRunning(n) => format!("start it first: capsa machine start {n}"),
             MachineError::Lock(LockError::Busy { .. }) => "wait for the other command to finish".into(),
             MachineError::PortInUse { .. } => "stop whatever listens there, or give the machine another port: edit ssh_port in its config.json".into(),
             MachineError::SocketInUse { .. } => "another QEMU may be using this machine's folder: stop it (see qemu.pid)".into(),
